@@ -1,0 +1,146 @@
+"""Writing results: ``.npz`` (plain arrays, no pickle), ``.json`` (schema-versioned), and meshes
+(``.obj``, ``.ply``, ``.glb``) through trimesh. Every file is written atomically (temporary file in the
+same folder, then rename), so an interrupted run never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .outputs import SCHEMA_VERSION, ImageResult
+
+MESH_SUFFIXES = (".obj", ".ply", ".glb")
+SUFFIXES = (".npz", ".json") + MESH_SUFFIXES
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def result_to_dict(result: ImageResult) -> dict:
+    """JSON-ready dict: schema version, image size, K, and per person every parameter."""
+    persons = []
+    for i, p in enumerate(result.persons):
+        persons.append(
+            {
+                "index": i,
+                "score": float(p.score),
+                "bbox_xywh": np.asarray(p.bbox, float).round(3).tolist(),
+                "keypoints_2d": np.asarray(p.keypoints_2d, float).round(3).tolist(),
+                "smpl": {
+                    "global_orient": np.asarray(p.global_orient, float).tolist(),
+                    "body_pose": np.asarray(p.body_pose, float).tolist(),
+                    "betas": np.asarray(p.betas, float).tolist(),
+                    "transl": np.asarray(p.transl, float).tolist(),
+                },
+                "joints_3d": np.asarray(p.joints, float).round(6).tolist(),
+                "joints_2d": np.asarray(p.joints_2d, float).round(3).tolist(),
+            }
+        )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "units": {"3d": "metres", "2d": "pixels", "rotations": "axis-angle radians"},
+        "frame": "OpenCV camera of the photo: x right, y down, z forward; u = fx*X/Z + cx",
+        "joint_set": "dpmesh30",
+        "source": result.source,
+        "image_size": [int(result.image_size[0]), int(result.image_size[1])],
+        "K": np.asarray(result.K, float).tolist(),
+        "persons": persons,
+        "skipped": [{"index": int(i), "reason": r} for i, r in result.skipped],
+    }
+
+
+def save_json(result: ImageResult, path: str | Path) -> Path:
+    return atomic_write_bytes(path, (json.dumps(result_to_dict(result), indent=1) + "\n").encode())
+
+
+def save_npz(result: ImageResult, path: str | Path) -> Path:
+    """Per-person arrays stacked over persons (N, ...) under their names, plus ``K`` and ``image_size``."""
+    buf = io.BytesIO()
+    arrays = result.stacked()
+    arrays["schema_version"] = np.asarray(SCHEMA_VERSION, dtype=np.int64)
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+#: OpenCV camera (y down, z forward) -> glTF/OpenGL camera (y up, z toward the viewer).
+OPENCV_TO_GL = np.diag([1.0, -1.0, -1.0])
+
+
+def build_scene(result: ImageResult, faces: np.ndarray, *, gl_frame: bool = False):
+    """A ``trimesh.Scene`` with one mesh per person (``person_00``, ...).
+
+    Vertices are in the photo's OpenCV camera frame, or with ``gl_frame`` in the glTF/OpenGL camera
+    frame (y and z negated), which is what glTF viewers and Blender expect.
+    """
+    import trimesh
+
+    scene = trimesh.Scene()
+    for i, p in enumerate(result.persons):
+        verts = np.asarray(p.vertices, np.float64)
+        if gl_frame:
+            verts = verts @ OPENCV_TO_GL.T
+        mesh = trimesh.Trimesh(verts, np.asarray(faces), process=False)
+        scene.add_geometry(mesh, node_name=f"person_{i:02d}", geom_name=f"person_{i:02d}")
+    return scene
+
+
+def save_mesh(result: ImageResult, faces: np.ndarray, path: str | Path) -> Path:
+    """All persons' meshes in one file.
+
+    ``.obj`` (one ``o person_NN`` object per person) and ``.ply`` (all persons concatenated) hold
+    vertices in the photo's OpenCV camera frame; ``.glb`` holds one node per person in the glTF camera
+    frame (y up, z toward the viewer: OpenCV y and z negated), so it opens upright in Blender.
+    """
+    import trimesh
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MESH_SUFFIXES:
+        raise InputError(f"unsupported mesh format {suffix!r}; use one of {', '.join(MESH_SUFFIXES)}")
+    if suffix == ".ply":
+        # PLY has no object groups: one mesh with all persons concatenated.
+        meshes = [trimesh.Trimesh(np.asarray(p.vertices, np.float64), faces, process=False) for p in result.persons]
+        mesh = trimesh.util.concatenate(meshes) if meshes else trimesh.Trimesh()
+        data = mesh.export(file_type="ply")
+    else:
+        data = build_scene(result, faces, gl_frame=suffix == ".glb").export(file_type=suffix[1:])
+    if isinstance(data, str):
+        data = data.encode()
+    return atomic_write_bytes(path, data)
+
+
+def save_result(result: ImageResult, faces: np.ndarray, path: str | Path) -> Path:
+    """Write by suffix; a mesh file also gets its parameters as ``<stem>.json`` beside it."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return save_npz(result, path)
+    if suffix == ".json":
+        return save_json(result, path)
+    if suffix in MESH_SUFFIXES:
+        save_mesh(result, faces, path)
+        save_json(result, path.with_suffix(".json"))
+        return path
+    raise InputError(f"unsupported output {path.name!r}: the suffix must be one of {', '.join(SUFFIXES)}")

@@ -1,0 +1,1 @@
+"""Weights: on-disk format (io), locating weights (resolve), official checkpoint conversion, SMPL import."""

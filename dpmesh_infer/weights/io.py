@@ -1,0 +1,79 @@
+"""Our on-disk component format: ``<dir>/config.json`` + ``<dir>/model.safetensors``.
+
+Loading is strict: a state dict that does not match the module exactly raises
+:class:`~dpmesh_infer.errors.WeightsError` listing missing and unexpected keys (and shape mismatches).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from ..errors import WeightsError
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def _fmt_keys(keys: list[str], limit: int = 12) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_state_dict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, where: str) -> None:
+    """Raise WeightsError unless ``state`` has exactly the keys and shapes of ``module.state_dict()``."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = [f"weights in {where} do not match the model"]
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_fmt_keys(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_fmt_keys(unexpected)}")
+        if wrong:
+            parts.append(f"shape mismatches ({len(wrong)}): {'; '.join(wrong[:8])}")
+        raise WeightsError("\n  ".join(parts))
+
+
+def load_state_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, where: str) -> None:
+    """Check then load ``state`` into ``module`` (strict, with shape check; works for meta modules too)."""
+    check_state_dict(module, state, where=where)
+    module.load_state_dict(dict(state), strict=True, assign=any(p.is_meta for p in module.parameters()))
+
+
+def save_safetensors(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    # safetensors refuses shared or non-contiguous storage: store independent contiguous copies
+    clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    save_file(clean, str(path))
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types
+        raise WeightsError(f"cannot read weights file {path}: {e}") from e
+
+
+def save_component(module: torch.nn.Module, config, directory: str | Path) -> Path:
+    """Write ``config.json`` (a ConfigBase) and ``model.safetensors`` (the module's state dict)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config.save_json(directory / CONFIG_NAME)
+    save_safetensors(module.state_dict(), directory / WEIGHTS_NAME)
+    return directory
