@@ -1,0 +1,225 @@
+"""The ``dpmesh`` command line (typer + rich).
+
+Every expected failure is a :class:`~dpmesh_infer.errors.DpmeshError`: the CLI prints its message
+(no traceback) and exits with the error's code: 2 bad input/usage, 3 weights missing or invalid,
+4 the single input is unusable (unreadable image, no person found), 1 some inputs failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from . import __version__
+from .errors import DpmeshError, ImageError, InputError, NoPersonError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="3D human meshes (SMPL) from photos of crowded scenes, with DPMesh.")
+weights_app = typer.Typer(no_args_is_help=True, help="Convert, import and inspect weights.")
+app.add_typer(weights_app, name="weights")
+
+err_console = Console(stderr=True)
+console = Console()
+
+
+def handle_errors(fn):
+    """Turn DpmeshError into a message and an exit code; Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DpmeshError as e:
+            err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _setup_logging(verbose: int, quiet: bool = False) -> None:
+    level = logging.WARNING if not verbose else (logging.INFO if verbose == 1 else logging.DEBUG)
+    if quiet:
+        level = logging.ERROR
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err_console,
+                        show_path=False)], force=True)
+
+
+def _version(value: bool):
+    if value:
+        console.print(f"dpmesh {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """dpmesh: 3D human meshes from crowd photos."""
+
+
+# ---------------------------------------------------------------------------------------- predict
+
+@app.command()
+@handle_errors
+def predict(
+    images: List[Path] = typer.Argument(..., help="Image file(s)."),
+    keypoints: Path = typer.Option(..., "--keypoints", "-k",
+                                   help="Keypoint file: COCO keypoint results JSON, OpenPose JSON or "
+                                        "`dpmesh detect` output."),
+    out: Path = typer.Option(..., "--out", "-o",
+                             help="Output: FILE.npz / .obj / .ply / .glb / .json for one image, or a "
+                                  "folder (one <image stem>.npz/.obj/.json set per image)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w",
+                                           help="Weights directory (default: $DPMESH_WEIGHTS, then "
+                                                "~/.cache/dpmesh)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    dtype: str = typer.Option("auto", help="Network dtype: auto (fp16 on CUDA, fp32 on CPU), fp16, bf16, fp32."),
+    focal: Optional[float] = typer.Option(None, help="Focal length in pixels for the output camera "
+                                                     "(default sqrt(W^2+H^2), as the model was trained)."),
+    batch_size: int = typer.Option(16, help="Persons per network batch."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv for debug)."),
+):
+    """Reconstruct every person of IMAGE(S) from given 2D keypoints and write meshes and parameters."""
+    _setup_logging(verbose)
+    from .detect.keypoint_files import read_keypoints
+    from .export import SUFFIXES, save_result
+    from .pipeline import Pipeline
+
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        err = ImageError if len(images) == 1 else InputError
+        raise err(f"image not found: {', '.join(missing)}")
+    suffix = out.suffix.lower()
+    to_folder = suffix == "" or out.is_dir()
+    if not to_folder and suffix not in SUFFIXES:
+        raise InputError(f"--out {out}: use a folder or a file ending in {', '.join(SUFFIXES)}")
+    if not to_folder and len(images) > 1:
+        raise InputError(f"--out {out} is a single file but {len(images)} images were given; pass a folder")
+    kpset = read_keypoints(keypoints)
+    pipe = Pipeline.from_pretrained(weights, device=device, dtype=dtype)
+    if pipe.config.untrained:
+        err_console.print("[yellow]warning:[/] these weights are UNTRAINED (random init): meshes are meaningless")
+    result = pipe([str(p) for p in images], keypoints=kpset, focal=focal, batch_size=batch_size)
+    for img, res in zip(images, result):
+        for idx, reason in res.skipped:
+            err_console.print(f"{img.name}: person {idx} skipped: {reason}")
+    if len(images) == 1 and not result[0].persons:
+        raise NoPersonError(f"{images[0]}: no person could be reconstructed "
+                            f"({len(result[0].skipped)} skipped, see above)")
+    written = []
+    for img, res in zip(images, result):
+        if to_folder:
+            base = out / img.stem
+            for ext in (".npz", ".obj"):
+                written.append(save_result(res, result.faces, base.with_suffix(ext)))
+        else:
+            written.append(save_result(res, result.faces, out))
+    n = result.num_persons
+    console.print(f"{n} person{'s' if n != 1 else ''} from {len(images)} image{'s' if len(images) != 1 else ''} "
+                  f"-> {', '.join(str(w) for w in written)}")
+
+
+# ---------------------------------------------------------------------------------------- weights
+
+@weights_app.command("convert-official")
+@handle_errors
+def convert_official_cmd(
+    checkpoint: Path = typer.Argument(..., help="Release checkpoint, e.g. 3dpw_best_ckpt.pth.tar."),
+    out: Path = typer.Option(..., "--out", "-o", help="Weights directory to create."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
+                                          help="Allow full unpickling if weights_only loading fails. "
+                                               "Runs code from the file: only for files you trust."),
+    overwrite: bool = typer.Option(False, help="Replace an existing non-empty output directory."),
+    half: bool = typer.Option(False, "--half", help="Store float16 weights (half the size)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True),
+):
+    """Convert an official DPMesh release checkpoint into a dpmesh weights directory."""
+    _setup_logging(verbose)
+    import torch
+
+    from .weights.convert_official import convert_official
+
+    with console.status("converting (a 5.5 GB checkpoint takes a few minutes)..."):
+        report = convert_official(checkpoint, out, trust_pickle=trust_checkpoint, overwrite=overwrite,
+                                  dtype=torch.float16 if half else None)
+    console.print(str(report))
+    console.print(f"next: dpmesh weights import-smpl /path/to/SMPL_NEUTRAL.pkl --weights {out}")
+
+
+@weights_app.command("import-smpl")
+@handle_errors
+def import_smpl_cmd(
+    smpl_file: Path = typer.Argument(..., help="SMPL neutral model you downloaded (.pkl or .npz)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Weights directory (default: "
+                                           "$DPMESH_WEIGHTS, then ~/.cache/dpmesh)."),
+    extra_regressor: Optional[Path] = typer.Option(None, help="Optional J_regressor_extra.npy (head top)."),
+):
+    """Validate the SMPL neutral model and store a clean (chumpy-free) copy in the weights directory."""
+    from .weights.resolve import resolve_weights_dir
+    from .weights.smpl import import_smpl
+
+    loc = resolve_weights_dir(weights, must_exist=False)
+    path = import_smpl(smpl_file, loc.path, extra_regressor=extra_regressor)
+    console.print(f"SMPL stored at {path}")
+
+
+@weights_app.command("check")
+@handle_errors
+def check_cmd(
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Weights directory."),
+):
+    """Check that a weights directory is complete and loads (strictly) on the CPU."""
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(weights, device="cpu")
+    n = sum(p.numel() for m in (pipe.backbone, pipe.regressor, pipe.pose_decoder) for p in m.parameters())
+    console.print(f"ok: {n / 1e6:.1f} M parameters, pose decoder {pipe.config.pose_decoder}"
+                  + (" [yellow](untrained)[/]" if pipe.config.untrained else ""))
+
+
+# ---------------------------------------------------------------------------------------- selftest
+
+@app.command()
+@handle_errors
+def selftest(
+    keep: Optional[Path] = typer.Option(None, help="Keep the generated weights and outputs in this folder."),
+):
+    """Run the whole pipeline on generated, UNTRAINED weights and a synthetic image: proves the install."""
+    from .selftest import run_selftest
+
+    ok = run_selftest(keep=keep, console=console)
+    raise typer.Exit(0 if ok else 1)
+
+
+def _mount_optional() -> None:
+    """Commands that live in optional sub-packages (the detector) register themselves here."""
+    try:
+        from .detect.cli import register
+    except ImportError:
+        return
+    register(app, weights_app)
+
+
+_mount_optional()
+
+
+def main() -> None:  # console-script entry point
+    try:
+        app()
+    except DpmeshError as e:  # raised outside a command (e.g. in a callback)
+        err_console.print(f"error: {e}")
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()
