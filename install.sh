@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# The one install command of dpmesh_infer:   bash install.sh
+#
+# Installs, into the Python given by $PYTHON (default: python3) — use a virtual environment if you like:
+#   1. build tools: setuptools>=68,<81 (mmengine needs pkg_resources, gone in setuptools 81) and wheel;
+#   2. torch — only if `import torch` fails. A torch that is already installed is never touched, so a
+#      CUDA user installs the torch build for their machine first (https://pytorch.org), then runs this.
+#      Without torch, "$TORCH_SPEC" is installed (default: torch==2.13.0; on a CPU-only machine with a
+#      local CPU wheel in pip's find-links that wheel is picked up; from PyPI it is the CUDA build).
+#      TORCH_SPEC is split into words, so it may carry pip options, e.g.
+#        TORCH_SPEC="torch==2.5.1 --index-url https://download.pytorch.org/whl/cpu" bash install.sh
+#   3. this package with its test extra: pip install -e ".[test]" (editable);
+#   4. the OpenMMLab stack for the keypoint detector, the way `pip install mmpose` cannot do it:
+#      the runtime needs of mmengine/mmcv/mmdet/mmpose, then mmengine 0.10.7, mmcv-lite 2.1.0,
+#      mmdet 3.3.0, mmpose 1.3.2 with --no-deps (their metadata asks for chumpy, torchvision and
+#      opencv-python, none of which may be installed: chumpy does not build, torchvision breaks
+#      `import peft` on a CPU torch, and opencv-python-headless already provides cv2), and xtcocotools
+#      rebuilt from source against the installed numpy (needs a C compiler and Python headers);
+#   5. a check that everything imports (mmpose through dpmesh_infer.detect.mmpose_compat).
+# Every pip call runs under constraints that keep the installed torch and numpy and setuptools<81.
+# Idempotent: each step is skipped when what it installs is already present at the right version.
+set -euo pipefail
+
+PY="${PYTHON:-python3}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+MM_PINS=(mmengine==0.10.7 mmcv-lite==2.1.0 mmdet==3.3.0 mmpose==1.3.2)
+XTCOCO_PIN="xtcocotools==1.14.3"
+# What mmengine / mmcv-lite / mmdet / mmpose import at run time (their declared requirements minus
+# chumpy, torchvision, opencv-python), plus cython and numpy to build xtcocotools.
+MM_RUNTIME=(addict yapf termcolor pyyaml packaging matplotlib json-tricks munkres pycocotools shapely
+            terminaltables six tqdm scipy pillow rich cython numpy opencv-python-headless)
+
+T0=$SECONDS
+step() { printf '\n==> [%3ss] %s\n' "$((SECONDS - T0))" "$*"; }
+ok()   { printf '    ok: %s\n' "$*"; }
+die()  { printf '\nERROR: %s\n' "$*" >&2; exit 1; }
+
+# Run Python outside the repository so a local *.egg-info never shadows the installed metadata.
+py() { (cd / && "$PY" "$@"); }
+# pip, without the noise of unreachable index mirrors in a machine's pip.conf (a warning per package).
+pip_() {
+  local rc=0
+  py -m pip "$@" 2> >(grep -v -e 'is ignored: it is neither a file nor a directory' >&2) || rc=$?
+  return $rc
+}
+export PIP_ROOT_USER_ACTION="${PIP_ROOT_USER_ACTION:-ignore}"  # said once below instead of per call
+
+# Small Python helper (run outside the repo): `check missing REQ...` prints the requirements not satisfied
+# by what is installed; `check package REPO` prints "current" when dpmesh-infer is installed editable
+# from REPO at the pyproject's version with all its dependencies (and the test extra) satisfied.
+CHECK_PY='
+import json, sys
+from importlib import metadata
+from pathlib import Path
+try:
+    from packaging.requirements import Requirement
+except ImportError:  # pip always vendors it
+    from pip._vendor.packaging.requirements import Requirement
+
+def unmet(specs):
+    out = []
+    for spec in specs:
+        r = Requirement(spec)
+        if r.marker is not None and not r.marker.evaluate({"extra": ""}):
+            continue
+        try:
+            v = metadata.version(r.name)
+        except metadata.PackageNotFoundError:
+            out.append(spec)
+            continue
+        if r.specifier and not r.specifier.contains(v, prereleases=True):
+            out.append(spec)
+    return out
+
+def package_current(repo):
+    import tomllib  # Python >= 3.11; on 3.10 the editable install simply always runs
+    repo = Path(repo).resolve()
+    dist = metadata.distribution("dpmesh-infer")
+    url = json.loads(dist.read_text("direct_url.json") or "{}")
+    if not url.get("dir_info", {}).get("editable"):
+        return False
+    if Path(url["url"].removeprefix("file://")).resolve() != repo:
+        return False
+    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    reqs = list(project.get("dependencies", [])) + list(project.get("optional-dependencies", {}).get("test", []))
+    return dist.version == project["version"] and not unmet(reqs)
+
+mode, args = sys.argv[1], sys.argv[2:]
+if mode == "missing":
+    print("\n".join(unmet(args)))
+else:
+    try:
+        print("current" if package_current(args[0]) else "stale")
+    except Exception:
+        print("stale")
+'
+check() { py -c "$CHECK_PY" "$@"; }
+
+# ---------------------------------------------------------------------------------------------------
+step "Python: $PY"
+command -v "$PY" >/dev/null 2>&1 || [ -x "$PY" ] || die "Python interpreter '$PY' not found (set PYTHON=/path/to/python)."
+py -c 'import sys; assert sys.version_info >= (3, 10), sys.version' \
+  || die "Python >= 3.10 is required ($PY is $(py -c 'import sys; print(sys.version.split()[0])'))."
+pip_ --version >/dev/null 2>&1 || die "pip is not available for $PY (try: $PY -m ensurepip --upgrade)."
+ok "$(py -c 'import sys; print(sys.version.split()[0], sys.prefix)')"
+if [ "$(id -u)" = 0 ] && [ "$(py -c 'import sys; print(sys.prefix == sys.base_prefix)')" = True ]; then
+  echo "    note: installing as root into a Python that is not a virtual environment"
+fi
+
+CONSTRAINTS="$(mktemp -t dpmesh-constraints.XXXXXX)"
+trap 'rm -f "$CONSTRAINTS"' EXIT
+write_constraints() {
+  # keep what is installed: torch and numpy at their installed versions; setuptools < 81 always
+  py - >"$CONSTRAINTS" <<'EOF'
+from importlib import metadata
+print("setuptools>=68,<81")
+for name in ("torch", "numpy"):
+    try:
+        print(f"{name}=={metadata.version(name)}")
+    except metadata.PackageNotFoundError:
+        pass
+EOF
+}
+write_constraints
+
+# ---------------------------------------------------------------------------------------------------
+step "1/5 build tools (setuptools>=68,<81, wheel)"
+need=$(check missing "setuptools>=68,<81" "wheel")
+if [ -n "$need" ]; then
+  pip_ install -q "setuptools>=68,<81" wheel
+  ok "installed"
+else
+  ok "present"
+fi
+
+# ---------------------------------------------------------------------------------------------------
+step "2/5 torch"
+if torch_info="$(py -c 'import torch; print(torch.__version__, "(CUDA available)" if torch.cuda.is_available() else "(no CUDA)")' 2>/dev/null)"; then
+  ok "keeping the installed torch $torch_info"
+else
+  echo "    installing: $TORCH_SPEC"
+  # shellcheck disable=SC2086  # TORCH_SPEC is split on purpose (it may carry pip options)
+  pip_ install -q -c "$CONSTRAINTS" $TORCH_SPEC
+  torch_info="$(py -W ignore -c 'import torch; print(torch.__version__)' 2>/dev/null)" \
+    || die "torch installed from '$TORCH_SPEC' does not import; install a torch for this machine (https://pytorch.org) and re-run."
+  ok "torch $torch_info"
+fi
+write_constraints
+
+# ---------------------------------------------------------------------------------------------------
+step "3/5 dpmesh-infer (editable, with the test extra)"
+if [ "$(check package "$REPO")" = "current" ]; then
+  ok "installed (editable from $REPO), all requirements satisfied"
+else
+  pip_ install -q -c "$CONSTRAINTS" -e "$REPO[test]"
+  ok "installed"
+fi
+write_constraints
+
+# ---------------------------------------------------------------------------------------------------
+step "4/5 OpenMMLab stack (mmengine, mmcv-lite, mmdet, mmpose, xtcocotools)"
+need=$(check missing "${MM_RUNTIME[@]}")
+if [ -n "$need" ]; then
+  echo "    runtime needs: $(echo $need)"
+  pip_ install -q -c "$CONSTRAINTS" $need
+else
+  ok "runtime needs present"
+fi
+# Full mmcv (compiled ops, e.g. on a CUDA machine) is fine at 2.1.x; mmcv-lite must not overwrite it.
+mmcv_full="$(py -c 'from importlib import metadata as m; print(m.version("mmcv"))' 2>/dev/null || true)"
+if [ -n "$mmcv_full" ]; then
+  case "$mmcv_full" in
+    2.1.*) ok "keeping full mmcv $mmcv_full (instead of mmcv-lite)"; MM_PINS=("${MM_PINS[@]/mmcv-lite==2.1.0/}") ;;
+    *) die "mmcv $mmcv_full is installed; mmdet 3.3.0 needs mmcv < 2.2.0. Remove it ($PY -m pip uninstall -y mmcv) or install mmcv 2.1.x, then re-run." ;;
+  esac
+fi
+need=$(check missing ${MM_PINS[@]})
+if [ -n "$need" ]; then
+  echo "    installing with --no-deps: $(echo $need)"
+  pip_ install -q --no-deps $need
+else
+  ok "${MM_PINS[*]} present"
+fi
+if [ -z "$(check missing "$XTCOCO_PIN")" ] && py -c 'import xtcocotools._mask' >/dev/null 2>&1; then
+  ok "$XTCOCO_PIN present and built for numpy $(py -c 'import numpy; print(numpy.__version__)')"
+else
+  echo "    building $XTCOCO_PIN from source against numpy $(py -c 'import numpy; print(numpy.__version__)')"
+  pip_ install -q --no-deps --no-build-isolation --no-binary xtcocotools --force-reinstall "$XTCOCO_PIN" \
+    || die "building $XTCOCO_PIN failed: it needs a C compiler (gcc) and the Python headers (Debian: apt-get install build-essential python3-dev)."
+  py -c 'import xtcocotools._mask' || die "$XTCOCO_PIN was built but does not import."
+fi
+
+# ---------------------------------------------------------------------------------------------------
+step "5/5 check"
+if [ -z "$(check missing torchvision)" ]; then
+  py -c 'import torchvision' >/dev/null 2>&1 \
+    || die "torchvision is installed but does not import (it breaks 'import peft'); remove it: $PY -m pip uninstall -y torchvision"
+  echo "    note: torchvision $(py -c 'import torchvision; print(torchvision.__version__)') is installed and imports; dpmesh does not need it."
+fi
+py - <<'EOF' || die "the import check failed (see above)."
+import importlib
+for name in ("torch", "numpy", "diffusers", "transformers", "peft", "smplx", "typer", "rich"):
+    importlib.import_module(name)
+from dpmesh_infer.detect import mmpose_compat
+mmpose_compat.import_mmpose()
+import mmengine, mmcv, mmdet, mmpose, torch, numpy
+print(f"    ok: torch {torch.__version__}, numpy {numpy.__version__}, mmengine {mmengine.__version__}, "
+      f"mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmpose {mmpose.__version__}")
+EOF
+step "done in $((SECONDS - T0)) s. Try: dpmesh --help"
