@@ -200,7 +200,8 @@ def _check_diffusers_configs(cfg: BackboneConfig, unet, controlnet, vae) -> None
     if u.in_channels != v.latent_channels:
         problems.append(f"unet in_channels {u.in_channels} != vae latent_channels {v.latent_channels}")
     if c.in_channels != v.latent_channels + cfg.num_joints:
-        problems.append(f"controlnet in_channels {c.in_channels} != latent {v.latent_channels} + {cfg.num_joints} joints")
+        problems.append(f"controlnet in_channels {c.in_channels} != latent {v.latent_channels} "
+                        f"+ {cfg.num_joints} joints")
     if list(c.block_out_channels) != list(u.block_out_channels) or list(c.down_block_types) != list(u.down_block_types):
         problems.append("controlnet blocks differ from the unet's")
     for name, conf in (("unet", u), ("controlnet", c)):
@@ -382,15 +383,20 @@ class DiffusionBackbone(nn.Module):
             raise WeightsError(f"cannot read peft LoRA config {path}: {e}") from e
         ours = self.lora_target_modules()
         theirs = sorted(n for n, _ in self.unet.named_modules()
-                        if n and ".lora_" not in n and ".base_layer" not in n and check_target_module_exists(file_cfg, n))
+                        if n and ".lora_" not in n and ".base_layer" not in n
+                        and check_target_module_exists(file_cfg, n))
         problems = []
         if (file_cfg.r, file_cfg.lora_alpha) != (self.config.lora_rank, self.config.lora_alpha):
-            problems.append(f"r/alpha {file_cfg.r}/{file_cfg.lora_alpha} vs {self.config.lora_rank}/"
-                            f"{self.config.lora_alpha} in adapter/config.json")
-        if file_cfg.use_dora or file_cfg.use_rslora or file_cfg.bias != "none":
-            problems.append("DoRA / rsLoRA / LoRA bias are not supported")
+            problems.append(f"r/alpha {file_cfg.r}/{file_cfg.lora_alpha} in the file vs "
+                            f"{self.config.lora_rank}/{self.config.lora_alpha} in adapter/config.json")
+        if file_cfg.use_dora or file_cfg.use_rslora or file_cfg.bias != "none" or file_cfg.lora_dropout:
+            problems.append("only plain LoRA is supported (no DoRA / rsLoRA / bias / dropout)")
+        if file_cfg.rank_pattern or file_cfg.alpha_pattern:
+            problems.append("per-module rank/alpha patterns are not supported")
         if theirs != ours:
-            problems.append(f"target modules differ ({len(theirs)} in file vs {len(ours)} expected)")
+            extra, lacking = sorted(set(theirs) - set(ours)), sorted(set(ours) - set(theirs))
+            problems.append(f"target modules differ ({len(theirs)} in file vs {len(ours)} expected; "
+                            f"not expected: {extra[:3]}; not targeted: {lacking[:3]})")
         if problems:
             raise WeightsError(f"LoRA config {path} does not match the backbone: " + "; ".join(problems))
 

@@ -135,7 +135,9 @@ class SMPLBody(nn.Module):
                 create_transl=False,
                 dtype=torch.float32,
             )
-        j30, self._head_top_source = build_joint_regressor_30(np.asarray(arrays["J_regressor"]), extra_regressor)
+        j30, self._head_top_source = build_joint_regressor_30(
+            np.asarray(arrays["J_regressor"]), extra_regressor
+        )
         self.register_buffer("J30", torch.from_numpy(j30), persistent=False)
 
     @property
@@ -188,7 +190,9 @@ class SMPLBody(nn.Module):
         if global_orient.shape != (b, 3):
             raise ValueError(f"global_orient must be (B, 3), got {tuple(global_orient.shape)}")
         if body_pose.shape not in ((b, 23, 3), (b, 69)):
-            raise ValueError(f"body_pose must be (B, 23, 3) or (B, 69) with B={b}, got {tuple(body_pose.shape)}")
+            raise ValueError(
+                f"body_pose must be (B, 23, 3) or (B, 69) with B={b}, got {tuple(body_pose.shape)}"
+            )
         if betas.shape != (b, 10):
             raise ValueError(f"betas must be (B, 10) with B={b}, got {tuple(betas.shape)}")
         if transl is not None and transl.shape != (b, 3):

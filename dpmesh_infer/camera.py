@@ -47,8 +47,9 @@ where s_crop = (uv_crop − 128) / f is the point's ray slope in the crop camera
 m = ((cx_box, cy_box) − (px, py)) / f the box centre's slope in K (``tests/test_camera.py`` checks this
 identity; it holds without a focal override). Example: f = 2000 px, Z' = 5 m (box S ≈ 750 px), a hand
 0.3 m in front of the pelvis near the crop centre, box centre at m = 0.3: about 34 px, 4.5 % of the
-box (with the box at the image centre, only the smaller s_crop term remains). Rotating the body towards the box's ray
-(CLIFF-style) would remove the m term; it is not done, to keep the network's pose untouched.
+box (with the box at the image centre, only the smaller s_crop term remains). Rotating the body
+towards the box's ray (CLIFF-style) would remove the m term; it is not done, to keep the network's
+pose untouched.
 Upstream differs in a detail: it scales only t_z (not the root's full depth Z) and puts the principal
 point at each box centre (one camera per person); here each photo has one K and the root is exact.
 """

@@ -201,16 +201,32 @@ def selftest(
     raise typer.Exit(0 if ok else 1)
 
 
-def _mount_optional() -> None:
-    """Commands that live in optional sub-packages (the detector) register themselves here."""
-    try:
-        from .detect.cli import register
-    except ImportError:
-        return
-    register(app, weights_app)
+@weights_app.command("fetch")
+@handle_errors
+def fetch_cmd(
+    detector: str = typer.Option(..., "--detector", "-d", help="Detector name (see `dpmesh weights list-detectors`)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Weights directory (default: "
+                                           "$DPMESH_WEIGHTS, then ~/.cache/dpmesh)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a download progress bar."),
+):
+    """Download a keypoint detector's published weights into DIR/detectors (converted for safe loading)."""
+    from .detect.detectors import fetch_detector
+    from .weights.resolve import resolve_weights_dir
+
+    wdir = resolve_weights_dir(weights, must_exist=False).path
+    for path in fetch_detector(detector, wdir, progress=progress):
+        console.print(f"ok: {path}", highlight=False, markup=False)
 
 
-_mount_optional()
+def _mount_detector() -> None:
+    """`dpmesh detect` and `dpmesh weights list-detectors` (the mmpose stack is imported only when run)."""
+    from .detect.cli import detect_cmd, list_detectors_cmd
+
+    app.command("detect")(detect_cmd)
+    weights_app.command("list-detectors")(list_detectors_cmd)
+
+
+_mount_detector()
 
 
 def main() -> None:  # console-script entry point

@@ -101,7 +101,8 @@ def test_head_top_from_extra_regressor(tmp_path):
     b = load_smpl(tmp_path / "smpl")
     assert b.head_top_source == "J_regressor_extra.npy row 3"
     out = b(*_params(2))
-    expected = 0.7 * out.vertices[:, 411] + 0.1 * (out.vertices[:, 331] + out.vertices[:, 3489] + out.vertices[:, 3990])
+    v = out.vertices
+    expected = 0.7 * v[:, 411] + 0.1 * (v[:, 331] + v[:, 3489] + v[:, 3990])
     torch.testing.assert_close(out.joints[:, 29], expected, rtol=0, atol=1e-5)
 
 
@@ -147,7 +148,10 @@ def _smplpytorch_lbs(a, pose72, betas, trans):
         rel = np.eye(4)
         rel[:3, :3], rel[:3, 3] = rots[i], j[i] - j[parents[i]]
         g[i] = g[parents[i]] @ rel
-    g2 = np.stack([gi - np.pad((gi @ np.append(j[i], 0.0))[:, None], ((0, 0), (3, 0))) for i, gi in enumerate(g)])
+    # G_i minus the transformed rest joint in the last column (smplpytorch th_results2)
+    g2 = np.stack(
+        [gi - np.pad((gi @ np.append(j[i], 0.0))[:, None], ((0, 0), (3, 0))) for i, gi in enumerate(g)]
+    )
     t = np.einsum("vk,kab->vab", a["weights"], g2)
     verts = np.einsum("vab,vb->va", t, np.concatenate([v_posed, np.ones((6890, 1))], 1))[:, :3]
     return verts + trans

@@ -33,7 +33,8 @@ def test_camera_translation_matches_upstream_formula():
         expected = [cam[i, 0].item(), cam[i, 1].item(), k / (1 + math.exp(-cam[i, 2].item()))]
         np.testing.assert_allclose(t[i].numpy(), expected, rtol=1e-12)
     # scalar focal broadcasts
-    torch.testing.assert_close(C.camera_translation(cam[:1], 1000.0), C.camera_translation(cam[:1], f[:1] * 0 + 1000))
+    scalar, batched = C.camera_translation(cam[:1], 1000.0), C.camera_translation(cam[:1], f[:1] * 0 + 1000)
+    torch.testing.assert_close(scalar, batched)
 
 
 def test_project_cube():
@@ -59,7 +60,8 @@ def test_crop_to_image_inverts_the_crop_affine():
     img = torch.tensor([[[700.0, 300.0], [444.0, 44.0], [956.0, 556.0], [10.0, 20.0]]], dtype=D)
     crop = (img - box[:, None, :2]) * (256 / box[:, None, 2:]) + 128  # the forward crop affine
     torch.testing.assert_close(C.crop_to_image(crop, box), img)
-    torch.testing.assert_close(crop[0, :3], torch.tensor([[128.0, 128.0], [0.0, 0.0], [256.0, 256.0]], dtype=D))
+    expected = torch.tensor([[128.0, 128.0], [0.0, 0.0], [256.0, 256.0]], dtype=D)
+    torch.testing.assert_close(crop[0, :3], expected)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +114,8 @@ def test_place_in_image_root_exact_and_others_by_formula(scene, eps):
     dz = (jc[..., 2] - root_c[:, None, 2])[..., None]
     s_crop = (uv_crop - 128) / f[:, None, None]
     m = (box[:, None, :2] - pp[:, None]) / f[:, None, None]
-    predicted = f[:, None, None] * dz / (root_f[:, None, 2:] + dz) * (s_crop * (1 - box[:, None, 2:] / 256) - m)
+    slope = s_crop * (1 - box[:, None, 2:] / 256) - m
+    predicted = f[:, None, None] * dz / (root_f[:, None, 2:] + dz) * slope
     atol = 1e-7 if eps == 0 else 0.02  # upstream's eps only perturbs the crop projection
     torch.testing.assert_close(uv_full - uv_mapped, predicted, rtol=0, atol=atol)
     # sanity of the scenario: most joints land within a few percent of the box size

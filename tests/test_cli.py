@@ -127,3 +127,13 @@ def test_selftest_subprocess(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "UNTRAINED" in r.stdout and "selftest passed" in r.stdout
     assert (tmp_path / "st" / "outputs" / "selftest.glb").is_file()
+
+
+def test_fetch_detector_offline_names_file_url_and_destination(tmp_path, monkeypatch):
+    monkeypatch.setenv("DPMESH_NO_DOWNLOAD", "1")
+    r = run("weights", "fetch", "--detector", "rtmo-l", "--weights", tmp_path / "w", "--no-progress")
+    assert r.exit_code == 3, r.output
+    assert "https://download.openmmlab.com/" in r.output and str(tmp_path / "w" / "detectors") in r.output
+    assert "dpmesh weights fetch --detector rtmo-l" in r.output
+    r = run("weights", "fetch", "--detector", "nope", "--weights", tmp_path / "w")
+    assert r.exit_code == 2

@@ -218,7 +218,11 @@ def test_not_a_pickle_and_unsupported_suffix(tmp_path):
 
 @pytest.mark.parametrize(
     "name, gender",
-    [("basicModel_f_lbs_10_207_0_v1.0.0.pkl", "female"), ("SMPL_MALE.pkl", "male"), ("SMPL_NEUTRAL.pkl", None)],
+    [
+        ("basicModel_f_lbs_10_207_0_v1.0.0.pkl", "female"),
+        ("SMPL_MALE.pkl", "male"),
+        ("SMPL_NEUTRAL.pkl", None),
+    ],
 )
 def test_gender_warning_from_name(tmp_path, caplog, chumpy_pkl, name, gender):
     src = tmp_path / name

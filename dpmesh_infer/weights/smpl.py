@@ -395,7 +395,9 @@ def read_smpl_source(src: str | Path) -> dict[str, np.ndarray]:
     elif suffix == ".pkl":
         obj = restricted_unpickle(src)
         if not isinstance(obj, dict):
-            raise WeightsError(f"{src} does not hold an SMPL model (a dict of arrays); found {type(obj).__name__}")
+            raise WeightsError(
+                f"{src} does not hold an SMPL model (a dict of arrays); found {type(obj).__name__}"
+            )
         raw = {str(k): _to_plain(v, str(k)) for k, v in obj.items() if str(k) in SMPL_ARRAY_KEYS}
         raw.update({str(k): v for k, v in obj.items() if str(k) not in SMPL_ARRAY_KEYS})
     else:
