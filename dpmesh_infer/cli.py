@@ -73,9 +73,9 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 @handle_errors
 def predict(
     images: List[Path] = typer.Argument(..., help="Image file(s)."),
-    keypoints: Path = typer.Option(..., "--keypoints", "-k",
-                                   help="Keypoint file: COCO keypoint results JSON, OpenPose JSON or "
-                                        "`dpmesh detect` output."),
+    keypoints: Optional[Path] = typer.Option(None, "--keypoints", "-k",
+                                             help="Keypoint file (COCO keypoint results JSON, OpenPose JSON "
+                                                  "or `dpmesh detect` output). Default: run the detector."),
     out: Path = typer.Option(..., "--out", "-o",
                              help="Output: FILE.npz / .obj / .ply / .glb / .json for one image, or a "
                                   "folder (one <image stem>.npz/.obj/.json set per image)."),
@@ -87,9 +87,18 @@ def predict(
     focal: Optional[float] = typer.Option(None, help="Focal length in pixels for the output camera "
                                                      "(default sqrt(W^2+H^2), as the model was trained)."),
     batch_size: int = typer.Option(16, help="Persons per network batch."),
+    detector: str = typer.Option("rtmo-l", "--detector", help="Keypoint detector when no --keypoints is given "
+                                 "(see `dpmesh weights list-detectors`)."),
+    det_config: Optional[Path] = typer.Option(None, "--det-config", help="Your own mmpose detector config."),
+    det_checkpoint: Optional[Path] = typer.Option(None, "--det-checkpoint", help="Checkpoint for --det-config."),
+    det_thr: float = typer.Option(0.3, "--det-thr", help="Minimum person detection score."),
+    kpt_thr: float = typer.Option(0.3, "--kpt-thr", help="Keypoint score counted as confident by the detector."),
+    max_people: Optional[int] = typer.Option(None, "--max-people", help="At most this many people per image."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv for debug)."),
 ):
-    """Reconstruct every person of IMAGE(S) from given 2D keypoints and write meshes and parameters."""
+    """Reconstruct every person of IMAGE(S) and write meshes and parameters.
+
+    Keypoints come from --keypoints, or else from the mmpose detector (RTMO by default)."""
     _setup_logging(verbose)
     from .detect.keypoint_files import read_keypoints
     from .export import SUFFIXES, save_result
@@ -105,11 +114,18 @@ def predict(
         raise InputError(f"--out {out}: use a folder or a file ending in {', '.join(SUFFIXES)}")
     if not to_folder and len(images) > 1:
         raise InputError(f"--out {out} is a single file but {len(images)} images were given; pass a folder")
-    kpset = read_keypoints(keypoints)
+    if (det_config is None) != (det_checkpoint is None):
+        raise InputError("give both --det-config and --det-checkpoint, or neither")
+    kpset = read_keypoints(keypoints) if keypoints is not None else None
     pipe = Pipeline.from_pretrained(weights, device=device, dtype=dtype)
     if pipe.config.untrained:
         err_console.print("[yellow]warning:[/] these weights are UNTRAINED (random init): meshes are meaningless")
-    result = pipe([str(p) for p in images], keypoints=kpset, focal=focal, batch_size=batch_size)
+    if kpset is not None:
+        result = pipe([str(p) for p in images], keypoints=kpset, focal=focal, batch_size=batch_size)
+    else:
+        result = _predict_with_detector(pipe, images, weights, focal=focal, batch_size=batch_size,
+                                        detector=detector, det_config=det_config, det_checkpoint=det_checkpoint,
+                                        det_thr=det_thr, kpt_thr=kpt_thr, max_people=max_people)
     for img, res in zip(images, result):
         for idx, reason in res.skipped:
             err_console.print(f"{img.name}: person {idx} skipped: {reason}")
@@ -127,6 +143,36 @@ def predict(
     n = result.num_persons
     console.print(f"{n} person{'s' if n != 1 else ''} from {len(images)} image{'s' if len(images) != 1 else ''} "
                   f"-> {', '.join(str(w) for w in written)}")
+
+
+def _predict_with_detector(pipe, images: List[Path], weights, *, focal, batch_size, detector, det_config,
+                           det_checkpoint, det_thr, kpt_thr, max_people):
+    """Detect keypoints with mmpose (batched over images), then run the pipeline on the same arrays."""
+    from .detect.mmpose_detector import KeypointDetector, Thresholds
+    from .images import load_image
+
+    th = Thresholds(det_thr=det_thr, kpt_thr=kpt_thr, max_people=max_people)
+    dev = "cuda" if pipe.device.type == "cuda" else "cpu"
+    if det_config is not None:
+        det = KeypointDetector.from_files(det_config, det_checkpoint, dev, thresholds=th)
+    else:
+        det = KeypointDetector.from_name(detector, pipe_weights_dir(weights), dev, progress=True, thresholds=th)
+    arrays = [load_image(p) for p in images]
+    found = det.detect(arrays)
+    for d in found.dropped:
+        err_console.print(f"{images[d.image_index].name}: detection (score {d.score:.2f}) dropped: {d.reason}",
+                          highlight=False, markup=False)
+    persons = [[p.to_keypoint_person() for p in people] for people in found.people]
+    result = pipe(arrays, keypoints=persons, focal=focal, batch_size=batch_size)
+    for img, res in zip(images, result):
+        res.source = str(img)
+    return result
+
+
+def pipe_weights_dir(weights) -> Path:
+    from .weights.resolve import resolve_weights_dir
+
+    return resolve_weights_dir(weights).path
 
 
 # ---------------------------------------------------------------------------------------- weights

@@ -459,3 +459,28 @@ def test_missing_stack_error(monkeypatch):
     with pytest.raises(mmpose_compat.DetectorStackError, match="bash install.sh") as e:
         mmpose_compat.import_mmpose()
     assert "mmpose, mmdet" in str(e.value) and "--no-deps" in str(e.value)
+
+
+def test_predict_without_keypoints_runs_the_detector(rtmo, tiny_weights, tmp_path):
+    """`dpmesh predict IMAGE --out X` with no keypoint file: detector -> pipeline -> outputs."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from dpmesh_infer.cli import app as main_app
+
+    _, ckpt, cfg = rtmo
+    img = tmp_path / "photo.png"
+    Image.fromarray(_images()[0]).save(img)
+    out = tmp_path / "photo.npz"
+    res = CliRunner().invoke(main_app, ["predict", str(img), "--out", str(out), "--weights", str(tiny_weights),
+                                        "--det-config", str(cfg), "--det-checkpoint", str(ckpt),
+                                        "--det-thr", "0", "--kpt-thr", "0", "--max-people", "2"])
+    assert res.exit_code == 0, res.output
+    with np.load(out, allow_pickle=False) as z:
+        assert z["vertices"].shape == (2, 6890, 3)
+        assert np.isfinite(z["vertices"]).all()
+        # the keypoints the pipeline used are the detector's COCO-17 mapped to the 30-joint set
+        assert z["keypoints_2d"].shape == (2, 30, 3)
+    res = CliRunner().invoke(main_app, ["predict", str(img), "--out", str(out), "--weights", str(tiny_weights),
+                                        "--det-config", str(cfg)])
+    assert res.exit_code == 2 and "--det-checkpoint" in res.output
