@@ -33,12 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-JOINT_NAMES_30 = (
-    "Pelvis", "L_Hip", "R_Hip", "Torso", "L_Knee", "R_Knee", "Spine", "L_Ankle", "R_Ankle", "Chest",
-    "L_Toe", "R_Toe", "Neck", "L_Thorax", "R_Thorax", "Head", "L_Shoulder", "R_Shoulder", "L_Elbow",
-    "R_Elbow", "L_Wrist", "R_Wrist", "L_Hand", "R_Hand", "Nose", "L_Eye", "R_Eye", "L_Ear", "R_Ear",
-    "Head_top",
-)  # fmt: skip
+from .preprocess import J30_NAMES
+
+JOINT_NAMES_30 = J30_NAMES  # the internal 30-joint set (preprocess.J30_NAMES)
 NUM_JOINTS_30 = 30
 ROOT_JOINT = 0
 #: Vertices giving joints 24-28 (nose, L eye, R eye, L ear, R ear).

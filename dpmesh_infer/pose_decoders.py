@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigBase
-from .errors import ConfigError, WeightsError
+from .errors import ConfigError
 from .rotations import matrix_to_axis_angle, orthonormalise, rot6d_to_matrix
-from .weights.io import CONFIG_NAME, WEIGHTS_NAME, load_state_strict, read_safetensors, save_component
+from .weights.io import load_component, save_component
 
 __all__ = [
     "PoseDecoderConfig",
@@ -324,13 +324,4 @@ def load_pose_decoder(directory: str | Path, *, device: torch.device | str = "cp
         WeightsError: a file is missing or the weights do not match the config (keys/shapes listed).
         ConfigError: the config is invalid.
     """
-    directory = Path(directory)
-    config_path = directory / CONFIG_NAME
-    if not config_path.is_file():
-        raise WeightsError(f"pose decoder config not found: {config_path}")
-    config = PoseDecoderConfig.load_json(config_path)
-    state = read_safetensors(directory / WEIGHTS_NAME)
-    with torch.device("meta"):
-        decoder = build_pose_decoder(config)
-    load_state_strict(decoder, state, where=str(directory / WEIGHTS_NAME))
-    return decoder.to(device).eval()
+    return load_component(directory, PoseDecoderConfig, build_pose_decoder, what="pose decoder", device=device)

@@ -35,9 +35,9 @@ import torch
 from torch import nn
 
 from .config import ConfigBase
-from .errors import ConfigError, WeightsError
+from .errors import ConfigError
 from .transformer import Transformer, TransformerEncoder, sine_position_encoding_2d, sinusoid_table
-from .weights.io import CONFIG_NAME, WEIGHTS_NAME, load_state_strict, read_safetensors, save_component
+from .weights.io import load_component, save_component
 
 __all__ = ["RegressorConfig", "RegressorOutput", "Regressor", "load_regressor", "save_regressor"]
 
@@ -228,13 +228,4 @@ def load_regressor(directory: str | Path, *, device: torch.device | str = "cpu")
         WeightsError: a file is missing, or the weights do not match the config (keys/shapes listed).
         ConfigError: the config is invalid.
     """
-    directory = Path(directory)
-    config_path = directory / CONFIG_NAME
-    if not config_path.is_file():
-        raise WeightsError(f"regressor config not found: {config_path}")
-    config = RegressorConfig.load_json(config_path)
-    state = read_safetensors(directory / WEIGHTS_NAME)
-    with torch.device("meta"):
-        model = Regressor(config)
-    load_state_strict(model, state, where=str(directory / WEIGHTS_NAME))
-    return model.to(device).eval()
+    return load_component(directory, RegressorConfig, Regressor, what="regressor", device=device)

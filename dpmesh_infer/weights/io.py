@@ -77,3 +77,23 @@ def save_component(module: torch.nn.Module, config, directory: str | Path) -> Pa
     config.save_json(directory / CONFIG_NAME)
     save_safetensors(module.state_dict(), directory / WEIGHTS_NAME)
     return directory
+
+
+def load_component(directory: str | Path, config_cls, build, *, what: str, device="cpu") -> torch.nn.Module:
+    """Read ``<directory>/config.json`` (``config_cls``), build the module on the meta device with
+    ``build(config)`` and fill it strictly from ``model.safetensors``; returns it on ``device`` in eval mode.
+
+    Raises:
+        WeightsError: a file is missing, or the weights do not match the config (keys/shapes listed).
+        ConfigError: the config is invalid.
+    """
+    directory = Path(directory)
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise WeightsError(f"{what} config not found: {config_path}")
+    config = config_cls.load_json(config_path)
+    state = read_safetensors(directory / WEIGHTS_NAME)
+    with torch.device("meta"):
+        module = build(config)
+    load_state_strict(module, state, where=str(directory / WEIGHTS_NAME))
+    return module.to(device).eval()
