@@ -234,7 +234,7 @@ class Pipeline:
         Returns:
             PipelineOutput with one ImageResult per image, in input order.
         """
-        from .detect.keypoint_files import KeypointSet
+        from .detect.keypoint_files import KeypointSet, validate_against_image
         from .preprocess import prepare_persons
 
         single = not isinstance(images, (list, tuple))
@@ -259,6 +259,8 @@ class Pipeline:
             rgb = load_image(img)
             h, w = rgb.shape[:2]
             kp30, boxes, scores = self._keypoints_for(kp, path, i)
+            # joints far outside the photo (keypoints meant for another image size) count as missing
+            kp30, _ = validate_against_image(kp30, w, h, where=path or f"image {i}")
             persons, skipped = prepare_persons(rgb, kp30, self.config.preprocess, boxes, image_index=i)
             f = float(focals[i]) if focals[i] is not None else math.sqrt(w * w + h * h)
             pp = principals[i] if principals[i] is not None else (w / 2.0, h / 2.0)

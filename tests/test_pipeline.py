@@ -142,3 +142,12 @@ def test_cuda_fp16_matches_cpu_fp32(tiny_weights, scene):
     for a, b in zip(ref.persons, res.persons):
         scale = np.abs(a.vertices).max()
         assert np.abs(a.vertices - b.vertices).max() / scale < 5e-2
+
+
+def test_keypoints_far_outside_the_image_count_as_missing(tiny_pipeline, scene, caplog):
+    image, kp = scene
+    kp = kp.copy()
+    kp[0, 9] = [5000.0, 100.0, 0.9]  # left wrist far right of a 640-px photo
+    res = tiny_pipeline(image, keypoints=kp)[0]
+    assert np.all(res.persons[0].keypoints_2d[20] == 0)  # 30-set L_Wrist slot
+    assert "outside" in caplog.text
