@@ -72,13 +72,16 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 @app.command()
 @handle_errors
 def predict(
-    images: List[Path] = typer.Argument(..., help="Image file(s)."),
+    images: List[Path] = typer.Argument(..., metavar="INPUT...",
+                                        help="Image files, folders (searched recursively) or glob patterns "
+                                             "(quote them: 'photos/**/*.jpg')."),
     keypoints: Optional[Path] = typer.Option(None, "--keypoints", "-k",
                                              help="Keypoint file (COCO keypoint results JSON, OpenPose JSON "
                                                   "or `dpmesh detect` output). Default: run the detector."),
     out: Path = typer.Option(..., "--out", "-o",
-                             help="Output: FILE.npz / .obj / .ply / .glb / .json for one image, or a "
-                                  "folder (one <image stem>.npz/.obj/.json set per image)."),
+                             help="Output: FILE.npz / .obj / .ply / .glb / .json for one image, or a folder "
+                                  "(one sub-folder per image with people.json, params.npz, person_NN.obj, "
+                                  "scene.glb; plus manifest.jsonl)."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w",
                                            help="Weights directory (default: $DPMESH_WEIGHTS, then "
                                                 "~/.cache/dpmesh)."),
@@ -87,6 +90,11 @@ def predict(
     focal: Optional[float] = typer.Option(None, help="Focal length in pixels for the output camera "
                                                      "(default sqrt(W^2+H^2), as the model was trained)."),
     batch_size: int = typer.Option(16, help="Persons per network batch."),
+    chunk: int = typer.Option(8, "--chunk", help="Folder runs: images loaded, detected and reconstructed together "
+                                                 "(their persons share network batches); written chunk by chunk."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Folder runs: redo images whose output folder is "
+                                                              "already finished (default: skip them, i.e. resume)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table (errors still shown)."),
     detector: str = typer.Option("rtmo-l", "--detector", help="Keypoint detector when no --keypoints is given "
                                  "(see `dpmesh weights list-detectors`)."),
     det_config: Optional[Path] = typer.Option(None, "--det-config", help="Your own mmpose detector config."),
@@ -96,67 +104,195 @@ def predict(
     max_people: Optional[int] = typer.Option(None, "--max-people", help="At most this many people per image."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv for debug)."),
 ):
-    """Reconstruct every person of IMAGE(S) and write meshes and parameters.
+    """Reconstruct every person of the INPUT images and write meshes and parameters.
 
-    Keypoints come from --keypoints, or else from the mmpose detector (RTMO by default)."""
-    _setup_logging(verbose)
-    from .detect.keypoint_files import read_keypoints
-    from .export import SUFFIXES, save_result
+    Keypoints come from --keypoints, or else from the mmpose detector (RTMO by default). With a folder
+    as --out, finished images are skipped on a re-run (--overwrite redoes them) and one bad image never
+    stops the run. Exit codes: 0 all done, 1 some images failed, 2 usage error, 3 weights missing,
+    4 the single input is unusable."""
+    _setup_logging(verbose, quiet)
+    from .export import SUFFIXES
+
+    suffix = out.suffix.lower()
+    to_folder = suffix == "" or out.is_dir()
+    if not to_folder and suffix not in SUFFIXES:
+        raise InputError(f"--out {out}: use a folder or a file ending in {', '.join(SUFFIXES)}")
+    if (det_config is None) != (det_checkpoint is None):
+        raise InputError("give both --det-config and --det-checkpoint, or neither")
+    det_opts = dict(detector=detector, det_config=det_config, det_checkpoint=det_checkpoint, det_thr=det_thr,
+                    kpt_thr=kpt_thr, max_people=max_people)
+    if to_folder:
+        _predict_folder(images, out, keypoints=keypoints, weights=weights, device=device, dtype=dtype, focal=focal,
+                        batch_size=batch_size, chunk=chunk, overwrite=overwrite, quiet=quiet, det_opts=det_opts)
+        return
+    _predict_file(images, out, keypoints=keypoints, weights=weights, device=device, dtype=dtype, focal=focal,
+                  batch_size=batch_size, det_opts=det_opts)
+
+
+def _load_pipeline(weights, device, dtype):
     from .pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(weights, device=device, dtype=dtype)
+    if pipe.config.untrained:
+        err_console.print("[yellow]warning:[/] these weights are UNTRAINED (random init): meshes are meaningless")
+    return pipe
+
+
+def _predict_file(images: List[Path], out: Path, *, keypoints, weights, device, dtype, focal, batch_size,
+                  det_opts) -> None:
+    """One image -> one output file (and its .json beside a mesh)."""
+    from .detect.keypoint_files import read_keypoints
+    from .export import save_result
 
     missing = [str(p) for p in images if not p.is_file()]
     if missing:
         err = ImageError if len(images) == 1 else InputError
         raise err(f"image not found: {', '.join(missing)}")
-    suffix = out.suffix.lower()
-    to_folder = suffix == "" or out.is_dir()
-    if not to_folder and suffix not in SUFFIXES:
-        raise InputError(f"--out {out}: use a folder or a file ending in {', '.join(SUFFIXES)}")
-    if not to_folder and len(images) > 1:
+    if len(images) > 1:
         raise InputError(f"--out {out} is a single file but {len(images)} images were given; pass a folder")
-    if (det_config is None) != (det_checkpoint is None):
-        raise InputError("give both --det-config and --det-checkpoint, or neither")
     kpset = read_keypoints(keypoints) if keypoints is not None else None
-    pipe = Pipeline.from_pretrained(weights, device=device, dtype=dtype)
-    if pipe.config.untrained:
-        err_console.print("[yellow]warning:[/] these weights are UNTRAINED (random init): meshes are meaningless")
+    pipe = _load_pipeline(weights, device, dtype)
     if kpset is not None:
         result = pipe([str(p) for p in images], keypoints=kpset, focal=focal, batch_size=batch_size)
     else:
-        result = _predict_with_detector(pipe, images, weights, focal=focal, batch_size=batch_size,
-                                        detector=detector, det_config=det_config, det_checkpoint=det_checkpoint,
-                                        det_thr=det_thr, kpt_thr=kpt_thr, max_people=max_people)
-    for img, res in zip(images, result):
-        for idx, reason in res.skipped:
-            err_console.print(f"{img.name}: person {idx} skipped: {reason}")
-    if len(images) == 1 and not result[0].persons:
-        raise NoPersonError(f"{images[0]}: no person could be reconstructed "
-                            f"({len(result[0].skipped)} skipped, see above)")
-    written = []
-    for img, res in zip(images, result):
-        if to_folder:
-            base = out / img.stem
-            for ext in (".npz", ".obj"):
-                written.append(save_result(res, result.faces, base.with_suffix(ext)))
-        else:
-            written.append(save_result(res, result.faces, out))
+        result = _predict_with_detector(pipe, images, weights, focal=focal, batch_size=batch_size, **det_opts)
+    res = result[0]
+    for idx, reason in res.skipped:
+        err_console.print(f"{images[0].name}: person {idx} skipped: {reason}")
+    if not res.persons:
+        raise NoPersonError(f"{images[0]}: no person could be reconstructed ({len(res.skipped)} skipped, see above)")
+    written = save_result(res, result.faces, out)
     n = result.num_persons
-    console.print(f"{n} person{'s' if n != 1 else ''} from {len(images)} image{'s' if len(images) != 1 else ''} "
-                  f"-> {', '.join(str(w) for w in written)}")
+    console.print(f"{n} person{'s' if n != 1 else ''} from 1 image -> {written}")
+
+
+def _predict_folder(images: List[Path], out: Path, *, keypoints, weights, device, dtype, focal, batch_size, chunk,
+                    overwrite, quiet, det_opts) -> None:
+    """Folder run (see dpmesh_infer.batch): resumable, manifest, progress bar, summary, exit 0/1/4."""
+    from .batch import BatchRunner, DetectorKeypoints, FileKeypoints, check_writable, plan_batch
+    from .detect.keypoint_files import read_keypoints
+
+    if chunk < 1 or batch_size < 1:
+        raise InputError("--chunk and --batch-size must be at least 1")
+    single = len(images) == 1 and images[0].is_file()
+    if single:
+        load_error = _check_single_image(images[0])
+        if load_error is not None:
+            raise load_error
+    plan = plan_batch([str(p) for p in images], out, overwrite=overwrite)
+    check_writable(out)
+    if plan.non_images:
+        shown = plan.non_images[:20]
+        err_console.print(f"skipping {len(plan.non_images)} non-image file(s): "
+                          + ", ".join(str(p) for p in shown) + (" ..." if len(plan.non_images) > 20 else ""),
+                          highlight=False, markup=False)
+    kp_source = pipe = None
+    if plan.todo:
+        kpset = read_keypoints(keypoints) if keypoints is not None else None
+        pipe = _load_pipeline(weights, device, dtype)
+        kp_source = FileKeypoints(kpset) if kpset is not None else DetectorKeypoints(
+            _make_detector(pipe, weights, **det_opts))
+    total = len(plan.todo) + len(plan.finished)
+    with _BatchProgress(total, quiet) as progress:
+        runner = BatchRunner(pipe, kp_source, chunk=chunk, batch_size=batch_size, focal=focal,
+                             on_record=progress.update)
+        summary = runner.run(plan)
+    for rec in summary.failed if not single else []:
+        err_console.print(f"failed: {rec.image.name}: {rec.error}", highlight=False, markup=False)
+    if not quiet:
+        console.print(_summary_table(summary, out))
+    if summary.interrupted:
+        err_console.print("interrupted: finished images are kept; run the same command again to resume")
+        raise typer.Exit(130)
+    if single and summary.failed:
+        raise ImageError(f"{images[0]}: {summary.failed[0].error}")
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+def _check_single_image(path: Path):
+    """For a one-image run: the ImageError that makes it unusable (exit 4), or None."""
+    from .images import load_image
+
+    try:
+        load_image(path)
+    except ImageError as e:
+        return e
+    return None
+
+
+class _BatchProgress:
+    """Rich progress bar for folder runs (images/s, persons/s over images computed in this run)."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet = total, quiet
+        self.computed = self.persons = 0
+        self._progress = None
+
+    def __enter__(self):
+        import time
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._t0 = time.perf_counter()
+        if not self.quiet:
+            self._progress = Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                                      console=err_console, transient=False)
+            self._progress.__enter__()
+            self._task = self._progress.add_task("predict", total=self.total, rate="")
+        return self
+
+    def update(self, rec) -> None:
+        import time
+
+        if rec.status != "skipped":
+            self.computed += 1
+            self.persons += rec.persons
+        if self._progress is not None:
+            dt = max(time.perf_counter() - self._t0, 1e-9)
+            rate = f"{self.computed / dt:.2f} images/s  {self.persons / dt:.2f} persons/s"
+            self._progress.update(self._task, advance=1, rate=rate)
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+        return False
+
+
+def _summary_table(summary, out: Path):
+    from rich.table import Table
+
+    computed = summary.count("done") + summary.count("failed")
+    dt = max(summary.seconds, 1e-9)
+    table = Table(title=f"dpmesh predict -> {out}", show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    rows = [("done", summary.count("done")), ("skipped (finished before)", summary.count("skipped")),
+            ("failed", summary.count("failed")), ("non-image files ignored", len(summary.non_images)),
+            ("persons (this run)", summary.new_persons), ("seconds", f"{summary.seconds:.1f}"),
+            ("images/s", f"{computed / dt:.2f}"), ("persons/s", f"{summary.new_persons / dt:.2f}")]
+    for k, v in rows:
+        table.add_row(k, str(v))
+    return table
+
+
+def _make_detector(pipe, weights, *, detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people):
+    from .detect.mmpose_detector import KeypointDetector, Thresholds
+
+    th = Thresholds(det_thr=det_thr, kpt_thr=kpt_thr, max_people=max_people)
+    dev = "cuda" if pipe.device.type == "cuda" else "cpu"
+    if det_config is not None:
+        return KeypointDetector.from_files(det_config, det_checkpoint, dev, thresholds=th)
+    return KeypointDetector.from_name(detector, pipe_weights_dir(weights), dev, progress=True, thresholds=th)
 
 
 def _predict_with_detector(pipe, images: List[Path], weights, *, focal, batch_size, detector, det_config,
                            det_checkpoint, det_thr, kpt_thr, max_people):
     """Detect keypoints with mmpose (batched over images), then run the pipeline on the same arrays."""
-    from .detect.mmpose_detector import KeypointDetector, Thresholds
     from .images import load_image
 
-    th = Thresholds(det_thr=det_thr, kpt_thr=kpt_thr, max_people=max_people)
-    dev = "cuda" if pipe.device.type == "cuda" else "cpu"
-    if det_config is not None:
-        det = KeypointDetector.from_files(det_config, det_checkpoint, dev, thresholds=th)
-    else:
-        det = KeypointDetector.from_name(detector, pipe_weights_dir(weights), dev, progress=True, thresholds=th)
+    det = _make_detector(pipe, weights, detector=detector, det_config=det_config, det_checkpoint=det_checkpoint,
+                         det_thr=det_thr, kpt_thr=kpt_thr, max_people=max_people)
     arrays = [load_image(p) for p in images]
     found = det.detect(arrays)
     for d in found.dropped:

@@ -61,8 +61,10 @@ def test_predict_folder_output_for_several_images(photo, tiny_weights, tmp_path)
     out = tmp_path / "out"
     r = run("predict", img, img2, "-k", kpf, "-w", tiny_weights, "-o", out)
     assert r.exit_code == 0, r.output
-    for stem in ("crowd", "b"):
-        assert (out / f"{stem}.npz").is_file() and (out / f"{stem}.obj").is_file() and (out / f"{stem}.json").is_file()
+    for stem in ("crowd", "b"):  # folder layout of dpmesh_infer.batch
+        for name in ("people.json", "params.npz", "person_00.obj", "person_01.obj", "scene.glb"):
+            assert (out / stem / name).is_file()
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 2
 
 
 def test_exit_codes_and_messages(photo, tiny_weights, tmp_path):

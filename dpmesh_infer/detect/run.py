@@ -8,20 +8,18 @@ folder, single files as given on the command line.
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import DpmeshError, InputError
+from ..errors import DpmeshError
+from ..inputs import IMAGE_EXTENSIONS, expand_inputs  # noqa: F401  (re-exported: shared with predict)
 from .detectors import DEFAULT_DETECTOR
 from .mmpose_detector import DroppedPerson, KeypointDetector, Thresholds
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass
@@ -35,42 +33,6 @@ class DetectSummary:
     people: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)
-
-
-def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:
-    """Files, folders (searched recursively for images) and glob patterns -> [(path, file_name)].
-
-    file_name is the path relative to the folder for folder inputs, the path as given otherwise
-    (POSIX separators). Duplicates are removed; order is kept (folders sorted).
-    """
-    out: list[tuple[Path, str]] = []
-    seen: set[Path] = set()
-
-    def add(path: Path, name: str) -> None:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            out.append((path, name))
-
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {p}")
-            for q in found:
-                add(q, q.relative_to(p).as_posix())
-        elif p.is_file():
-            add(p, p.as_posix())
-        elif glob.has_magic(str(item)):
-            matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True) if Path(m).is_file())
-            if not matches:
-                raise InputError(f"no file matches {item}")
-            for q in matches:
-                add(q, q.as_posix())
-        else:
-            raise InputError(f"input not found: {p}")
-    return out
 
 
 def run_detect(
