@@ -369,6 +369,42 @@ def check_cmd(
                   + (" [yellow](untrained)[/]" if pipe.config.untrained else ""))
 
 
+# ---------------------------------------------------------------------------------------- train
+
+train_app = typer.Typer(no_args_is_help=True, help="Train the pose prior (more of the training path to come).")
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("vqvae")
+@handle_errors
+def train_vqvae_cmd(
+    poses: Path = typer.Option(..., "--poses", help="Folder of AMASS-style .npz files (a 'poses' array), "
+                               "searched recursively."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: log.jsonl, checkpoint.pt, pose_decoder/."),
+    epochs: int = typer.Option(100, help="Total epochs (raise it with --resume to train further)."),
+    batch_size: int = typer.Option(256, help="Frames per step."),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate (constant)."),
+    seed: int = typer.Option(0, help="Initialisation and batch-order seed."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    log_every: int = typer.Option(50, help="Steps between log.jsonl records."),
+    checkpoint_every: int = typer.Option(1000, help="Steps between checkpoints (also at every epoch end)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt exactly."),
+    model_config: Optional[Path] = typer.Option(None, "--model-config", help="JSON of PoseDecoderConfig fields "
+                                                "(type 'vqvae'); default: DPMesh sizes."),
+    zero_hands: bool = typer.Option(False, "--zero-hands", help="Zero SMPL joints 22/23 instead of reading "
+                                    "columns 66:72 (those are finger joints in SMPL+H files)."),
+    frame_stride: int = typer.Option(1, help="Keep every k-th frame."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True),
+):
+    """Pre-train the VQ-VAE pose prior; the result loads as the pose decoder (OUT/pose_decoder)."""
+    _setup_logging(verbose)
+    from .train.vqvae import vqvae_command
+
+    console.print(vqvae_command(poses, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                                log_every=log_every, checkpoint_every=checkpoint_every, resume=resume,
+                                model_config=model_config, zero_hands=zero_hands, frame_stride=frame_stride))
+
+
 # ---------------------------------------------------------------------------------------- selftest
 
 @app.command()

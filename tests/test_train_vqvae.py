@@ -186,3 +186,20 @@ def test_vqvae_command_summary(poses_dir, tmp_path):
                             model_config=cfg)
     assert "480 frames" in text and "pose_decoder" in text
     assert isinstance(load_pose_decoder(tmp_path / "run" / "pose_decoder"), VQVAEDecoder)
+
+
+def test_cli_train_vqvae(poses_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from dpmesh_infer.cli import app
+
+    cfg = tmp_path / "model.json"
+    TINY.save_json(cfg)
+    out = tmp_path / "cli_run"
+    args = ["train", "vqvae", "--poses", str(poses_dir), "--out", str(out), "--epochs", "1", "--batch-size", "128",
+            "--device", "cpu", "--model-config", str(cfg)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert isinstance(load_pose_decoder(out / "pose_decoder"), VQVAEDecoder)
+    r = CliRunner().invoke(app, args)  # a checkpoint exists and --resume was not given
+    assert r.exit_code == 2 and "resume" in r.output.lower()
