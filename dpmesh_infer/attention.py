@@ -16,7 +16,6 @@ import contextlib
 import math
 
 import torch
-import torch.nn.functional as F
 
 # The ten UNet cross-attention modules whose maps DPMesh uses (upstream 'down_cross' + 'up_cross' with
 # HW <= 16*16 at a 32x32 latent): 4 in the encoder, 6 in the decoder; the mid block is excluded.

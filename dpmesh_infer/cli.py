@@ -7,7 +7,6 @@ Every expected failure is a :class:`~dpmesh_infer.errors.DpmeshError`: the CLI p
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
+from .cli_errors import err_console, handle_errors
 from .errors import DpmeshError, ImageError, InputError, NoPersonError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -24,25 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 weights_app = typer.Typer(no_args_is_help=True, help="Convert, import and inspect weights.")
 app.add_typer(weights_app, name="weights")
 
-err_console = Console(stderr=True)
 console = Console()
-
-
-def handle_errors(fn):
-    """Turn DpmeshError into a message and an exit code; Ctrl-C into exit 130."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except DpmeshError as e:
-            err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper
 
 
 def _setup_logging(verbose: int, quiet: bool = False) -> None:

@@ -9,7 +9,6 @@ and reads each back. No download. The meshes are meaningless: the weights are ra
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from pathlib import Path

@@ -6,32 +6,17 @@ subclasses: the message is printed (no traceback) and the process exits with the
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..errors import DpmeshError, ImageError, InputError
+from ..cli_errors import handle_errors
+from ..errors import ImageError, InputError
 from .detectors import DEFAULT_DETECTOR, DETECTORS
 
 app = typer.Typer(help="2D keypoint detection (mmpose).", no_args_is_help=True, add_completion=False)
-
-
-def _handle_errors(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except DpmeshError as e:
-            from rich.console import Console
-            from rich.markup import escape
-
-            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-            raise typer.Exit(e.exit_code) from None
-
-    return wrapper
 
 
 def resolve_device(device: str) -> str:
@@ -50,7 +35,7 @@ def resolve_device(device: str) -> str:
 
 
 @app.command("detect")
-@_handle_errors
+@handle_errors
 def detect_cmd(
     inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Images, folders (recursive) or glob patterns."),
     out: Path = typer.Option(..., "--out", "-o", help="Keypoint JSON to write (reusable with predict --keypoints)."),
@@ -118,7 +103,7 @@ def detect_cmd(
 
 
 @app.command("fetch-detector")
-@_handle_errors
+@handle_errors
 def fetch_detector_cmd(
     name: str = typer.Argument(DEFAULT_DETECTOR, help=f"One of: {', '.join(DETECTORS)}."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Weights dir (default: $DPMESH_WEIGHTS, then the user cache)."),
@@ -136,7 +121,7 @@ def fetch_detector_cmd(
 
 
 @app.command("list-detectors")
-@_handle_errors
+@handle_errors
 def list_detectors_cmd() -> None:
     """List the built-in detectors with their configs and weight URLs."""
     from rich.console import Console
