@@ -9,14 +9,19 @@
 #      local CPU wheel in pip's find-links that wheel is picked up; from PyPI it is the CUDA build).
 #      TORCH_SPEC is split into words, so it may carry pip options, e.g.
 #        TORCH_SPEC="torch==2.5.1 --index-url https://download.pytorch.org/whl/cpu" bash install.sh
-#   3. this package with its test extra: pip install -e ".[test]" (editable);
-#   4. the OpenMMLab stack for the keypoint detector, the way `pip install mmpose` cannot do it:
+#   3. this package with its test and render extras: pip install -e ".[test,render]" (editable; the render
+#      extra is pyrender, which pins PyOpenGL 3.1.0 -- kept: EGL works with it);
+#   4. the Debian/Ubuntu OpenGL libraries for headless rendering with EGL and Mesa's software renderer
+#      (libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri), apt-installed only when missing and only as root
+#      (otherwise a warning with the command); skipped where there is no dpkg/apt-get;
+#   5. the OpenMMLab stack for the keypoint detector, the way `pip install mmpose` cannot do it:
 #      the runtime needs of mmengine/mmcv/mmdet/mmpose, then mmengine 0.10.7, mmcv-lite 2.1.0,
 #      mmdet 3.3.0, mmpose 1.3.2 with --no-deps (their metadata asks for chumpy, torchvision and
 #      opencv-python, none of which may be installed: chumpy does not build, torchvision breaks
 #      `import peft` on a CPU torch, and opencv-python-headless already provides cv2), and xtcocotools
 #      rebuilt from source against the installed numpy (needs a C compiler and Python headers);
-#   5. a check that everything imports (mmpose through dpmesh_infer.detect.mmpose_compat).
+#   6. a check that everything imports (mmpose through dpmesh_infer.detect.mmpose_compat), and a headless
+#      render probe (a warning, not a failure: only `dpmesh predict --render` needs it).
 # Every pip call runs under constraints that keep the installed torch and numpy and setuptools<81.
 # Idempotent: each step is skipped when what it installs is already present at the right version.
 set -euo pipefail
@@ -49,7 +54,7 @@ export PIP_ROOT_USER_ACTION="${PIP_ROOT_USER_ACTION:-ignore}"  # said once below
 
 # Small Python helper (run outside the repo): `check missing REQ...` prints the requirements not satisfied
 # by what is installed; `check package REPO` prints "current" when dpmesh-infer is installed editable
-# from REPO at the pyproject's version with all its dependencies (and the test extra) satisfied.
+# from REPO at the pyproject's version with all its dependencies (and the test and render extras) satisfied.
 CHECK_PY='
 import json, sys
 from importlib import metadata
@@ -84,7 +89,8 @@ def package_current(repo):
     if Path(url["url"].removeprefix("file://")).resolve() != repo:
         return False
     project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
-    reqs = list(project.get("dependencies", [])) + list(project.get("optional-dependencies", {}).get("test", []))
+    extras = project.get("optional-dependencies", {})
+    reqs = list(project.get("dependencies", [])) + list(extras.get("test", [])) + list(extras.get("render", []))
     return dist.version == project["version"] and not unmet(reqs)
 
 mode, args = sys.argv[1], sys.argv[2:]
@@ -126,7 +132,7 @@ EOF
 write_constraints
 
 # ---------------------------------------------------------------------------------------------------
-step "1/5 build tools (setuptools>=68,<81, wheel)"
+step "1/6 build tools (setuptools>=68,<81, wheel)"
 need=$(check missing "setuptools>=68,<81" "wheel")
 if [ -n "$need" ]; then
   pip_ install -q "setuptools>=68,<81" wheel
@@ -136,7 +142,7 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------------
-step "2/5 torch"
+step "2/6 torch"
 if torch_info="$(py -c 'import torch; print(torch.__version__, "(CUDA available)" if torch.cuda.is_available() else "(no CUDA)")' 2>/dev/null)"; then
   ok "keeping the installed torch $torch_info"
 else
@@ -150,17 +156,42 @@ fi
 write_constraints
 
 # ---------------------------------------------------------------------------------------------------
-step "3/5 dpmesh-infer (editable, with the test extra)"
+step "3/6 dpmesh-infer (editable, with the test and render extras)"
 if [ "$(check package "$REPO")" = "current" ]; then
   ok "installed (editable from $REPO), all requirements satisfied"
 else
-  pip_ install -q -c "$CONSTRAINTS" -e "$REPO[test]"
+  pip_ install -q -c "$CONSTRAINTS" -e "$REPO[test,render]"
   ok "installed"
 fi
 write_constraints
 
 # ---------------------------------------------------------------------------------------------------
-step "4/5 OpenMMLab stack (mmengine, mmcv-lite, mmdet, mmpose, xtcocotools)"
+step "4/6 OpenGL libraries for headless rendering (EGL, Mesa llvmpipe)"
+GL_DEBS=(libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri)
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+  echo "    note: no dpkg/apt-get; for --render install EGL + Mesa (or OSMesa) with your package manager"
+else
+  missing_debs=()
+  for deb in "${GL_DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "install ok installed" || missing_debs+=("$deb")
+  done
+  if [ ${#missing_debs[@]} -eq 0 ]; then
+    ok "${GL_DEBS[*]} present"
+  elif [ "$(id -u)" = 0 ]; then
+    echo "    apt-get install: ${missing_debs[*]}"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing_debs[@]}" >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+             --no-install-recommends "${missing_debs[@]}" >/dev/null; }; } \
+      && ok "installed" \
+      || echo "    WARNING: apt-get install ${missing_debs[*]} failed; --render may not work (see dpmesh doctor)"
+  else
+    echo "    WARNING: missing ${missing_debs[*]} (needed only for --render); not root, so not installed."
+    echo "             Run: sudo apt-get install ${missing_debs[*]}"
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------------
+step "5/6 OpenMMLab stack (mmengine, mmcv-lite, mmdet, mmpose, xtcocotools)"
 need=$(check missing "${MM_RUNTIME[@]}")
 if [ -n "$need" ]; then
   echo "    runtime needs: $(echo $need)"
@@ -193,7 +224,7 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------------
-step "5/5 check"
+step "6/6 check"
 if [ -z "$(check missing torchvision)" ]; then
   py -c 'import torchvision' >/dev/null 2>&1 \
     || die "torchvision is installed but does not import (it breaks 'import peft'); remove it: $PY -m pip uninstall -y torchvision"
@@ -209,4 +240,10 @@ import mmengine, mmcv, mmdet, mmpose, torch, numpy
 print(f"    ok: torch {torch.__version__}, numpy {numpy.__version__}, mmengine {mmengine.__version__}, "
       f"mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmpose {mmpose.__version__}")
 EOF
+if render_info="$(py -c 'from dpmesh_infer.render import Renderer
+r = Renderer(); print(r.platform); r.close()' 2>&1 | tail -n 1)" && [ -n "$render_info" ]; then
+  ok "headless rendering works ($render_info)"
+else
+  echo "    WARNING: headless rendering does not work, so dpmesh predict --render will fail: $render_info"
+fi
 step "done in $((SECONDS - T0)) s. Try: dpmesh --help"

@@ -6,6 +6,8 @@ Layout of ``OUT`` (documented in README.md)::
     OUT/<rel>/params.npz          plain arrays (export.save_npz)
     OUT/<rel>/person_NN.obj       one mesh per person, photo camera frame (OpenCV axes)
     OUT/<rel>/scene.glb           every person, glTF camera frame
+    OUT/<rel>/overlay.png         with --render: all people over the photo (shared depth buffer)
+    OUT/<rel>/side.png            with --render: the people seen from the side
     OUT/<rel>/people.json         parameters (export.result_to_dict) -- written LAST
 
 ``<rel>`` is the image's path relative to the input folder (or glob base) without its suffix.
@@ -42,6 +44,8 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.jsonl"
 #: Written last: its presence marks a finished image folder.
 DONE_FILE = "people.json"
+#: Written (before DONE_FILE) by runs with a renderer; a run with --render redoes folders without them.
+RENDER_FILES = ("overlay.png", "side.png")
 
 
 # ------------------------------------------------------------------------------------------ records
@@ -58,6 +62,7 @@ class ImageRecord:
     skipped_persons: list[tuple[int, str]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    focal_source: str | None = None
 
     def to_json(self) -> dict:
         return {
@@ -70,6 +75,7 @@ class ImageRecord:
             "dropped_detections": self.dropped,
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
             "error": self.error,
+            "focal_source": self.focal_source,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
@@ -110,12 +116,14 @@ def output_folder(out_dir: Path, image: InputImage) -> Path:
     return Path(out_dir) / image.rel
 
 
-def finished_persons(folder: Path) -> int | None:
-    """Person count of a finished output folder, or None when it is not finished."""
+def finished_persons(folder: Path, require: Sequence[str] = ()) -> int | None:
+    """Person count of a finished output folder (that also holds the ``require`` files), or None when
+    it is not finished."""
     try:
-        return len(json.loads((folder / DONE_FILE).read_text())["persons"])
+        n = len(json.loads((folder / DONE_FILE).read_text())["persons"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return n if all((folder / name).is_file() for name in require) else None
 
 
 def check_writable(out_dir: Path) -> None:
@@ -129,8 +137,10 @@ def check_writable(out_dir: Path) -> None:
         raise InputError(f"cannot write to the output folder {out_dir}: {e.strerror or e}") from e
 
 
-def plan_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, overwrite: bool = False) -> BatchPlan:
-    """Expand the inputs, map each image to its output folder, and split finished from to-do images.
+def plan_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, overwrite: bool = False,
+               render: bool = False) -> BatchPlan:
+    """Expand the inputs, map each image to its output folder, and split finished from to-do images
+    (with ``render``, a folder finished without the rendered images is redone).
 
     Raises:
         InputError: missing input, empty folder, or two images that map to the same output folder.
@@ -146,7 +156,7 @@ def plan_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
         by_rel[im.rel] = im
     todo, finished = [], []
     for im in scanned.images:
-        n = None if overwrite else finished_persons(output_folder(out_dir, im))
+        n = None if overwrite else finished_persons(output_folder(out_dir, im), RENDER_FILES if render else ())
         if n is None:
             todo.append(im)
         else:
@@ -213,14 +223,18 @@ def _person_obj(vertices: np.ndarray, faces: np.ndarray) -> bytes:
     return data.encode() if isinstance(data, str) else data
 
 
-def write_image_outputs(result, faces: np.ndarray, folder: Path) -> None:
-    """params.npz, person_NN.obj, scene.glb, then people.json (the completion mark), all atomic."""
+def write_image_outputs(result, faces: np.ndarray, folder: Path, *, image: np.ndarray | None = None,
+                        renderer=None) -> None:
+    """params.npz, person_NN.obj, scene.glb, with a ``renderer`` (and the photo ``image``) overlay.png
+    and side.png, then people.json (the completion mark), all atomic."""
     from .export import atomic_write_bytes, save_json, save_mesh, save_npz
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DONE_FILE).unlink(missing_ok=True)  # redoing: the folder is unfinished until the end
-    for old in folder.glob("person_*.obj"):
-        old.unlink()
+    for old in [*folder.glob("person_*.obj"), *(folder / name for name in RENDER_FILES)]:
+        old.unlink(missing_ok=True)
+    if renderer is not None:
+        write_renders(renderer, result, faces, image, folder / RENDER_FILES[0], folder / RENDER_FILES[1])
     save_npz(result, folder / "params.npz")
     for i, p in enumerate(result.persons):
         atomic_write_bytes(folder / f"person_{i:02d}.obj", _person_obj(p.vertices, faces))
@@ -228,11 +242,24 @@ def write_image_outputs(result, faces: np.ndarray, folder: Path) -> None:
     save_json(result, folder / DONE_FILE)
 
 
+def write_renders(renderer, result, faces: np.ndarray, image: np.ndarray, overlay_path: Path,
+                  side_path: Path) -> None:
+    """Render the overlay over ``image`` and the side view (image size), written atomically as PNG."""
+    from .export import atomic_write_bytes
+    from .render import encode_png
+
+    overlay = renderer.overlay(image, result, faces)
+    side = renderer.side_view(result, faces, size=(image.shape[1], image.shape[0]))
+    atomic_write_bytes(overlay_path, encode_png(overlay))
+    atomic_write_bytes(side_path, encode_png(side))
+
+
 class BatchRunner:
     """Runs a :class:`BatchPlan` through a pipeline; see the module docstring for what it writes."""
 
     def __init__(self, pipe, keypoints: KeypointSource, *, chunk: int = 8, batch_size: int = 16,
-                 focal: float | None = None, on_record: Callable[[ImageRecord], None] | None = None) -> None:
+                 focal=None, on_record: Callable[[ImageRecord], None] | None = None,
+                 renderer=None) -> None:
         if chunk < 1:
             raise InputError("--chunk must be at least 1")
         self.pipe = pipe
@@ -241,6 +268,7 @@ class BatchRunner:
         self.batch_size = batch_size
         self.focal = focal
         self.on_record = on_record
+        self.renderer = renderer  # a dpmesh_infer.render.Renderer: also write overlay.png / side.png
 
     def run(self, plan: BatchPlan) -> BatchSummary:
         """Process every image of ``plan``; Ctrl-C stops after the finished chunks are written
@@ -280,7 +308,8 @@ class BatchRunner:
     # -------------------------------------------------------------- one chunk
 
     def _compute(self, items: list[InputImage], out_dir: Path):
-        """Load, find keypoints and reconstruct a chunk -> ([(record, ImageResult)], [failed records])."""
+        """Load, find keypoints and reconstruct a chunk -> ([(record, ImageResult, image or None)],
+        [failed records]); the image array is kept only when rendering."""
         from .images import load_image
 
         failed: list[ImageRecord] = []
@@ -318,7 +347,7 @@ class BatchRunner:
         infer_s = time.perf_counter() - t
         n_total = max(1, sum(len(p) for _, _, p in ready))
         computed = []
-        for (rec, _, persons), res in zip(ready, results):
+        for (rec, arr, persons), res in zip(ready, results):
             rec.seconds["infer"] = infer_s * len(persons) / n_total
             if isinstance(res, str):
                 rec.status, rec.error = "failed", res
@@ -332,12 +361,21 @@ class BatchRunner:
                 failed.append(rec)
                 continue
             rec.persons = len(res.persons)
-            computed.append((rec, res))
+            computed.append((rec, res, arr if self.renderer is not None else None))
         return computed, failed
 
     def _infer(self, part):
-        out = self.pipe([a for _, a, _ in part], keypoints=[p for _, _, p in part], focal=self.focal,
+        """``focal``: None, pixels, or a :class:`~dpmesh_infer.focal.FocalChoice` (resolved per image)."""
+        focals, sources = self.focal, None
+        if hasattr(self.focal, "for_image"):
+            picked = [self.focal.for_image(rec.image.path, a.shape[1], a.shape[0]) for rec, a, _ in part]
+            focals, sources = [f for f, _ in picked], [s for _, s in picked]
+        out = self.pipe([a for _, a, _ in part], keypoints=[p for _, _, p in part], focal=focals,
                         batch_size=self.batch_size)
+        for j, ((rec, _, _), res) in enumerate(zip(part, out.images)):
+            if sources is not None:
+                res.focal_source = sources[j]
+            rec.focal_source = res.focal_source
         return list(out.images)
 
     @staticmethod
@@ -356,11 +394,13 @@ class BatchRunner:
     def _write(self, computed, failed, record) -> None:
         for rec in failed:
             record(rec)
-        for rec, res in computed:
+        for rec, res, image in computed:
             t = time.perf_counter()
             try:
-                write_image_outputs(res, self.pipe.faces, rec.out)
+                write_image_outputs(res, self.pipe.faces, rec.out, image=image, renderer=self.renderer)
             except OSError as e:
                 rec.status, rec.error, rec.persons = "failed", f"cannot write {rec.out}: {e}", 0
+            except DpmeshError as e:  # a failed render (RenderError)
+                rec.status, rec.error, rec.persons = "failed", str(e), 0
             rec.seconds["write"] = time.perf_counter() - t
             record(rec)

@@ -69,13 +69,20 @@ def predict(
                                                 "~/.cache/dpmesh)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     dtype: str = typer.Option("auto", help="Network dtype: auto (fp16 on CUDA, fp32 on CPU), fp16, bf16, fp32."),
-    focal: Optional[float] = typer.Option(None, help="Focal length in pixels for the output camera "
-                                                     "(default sqrt(W^2+H^2), as the model was trained)."),
+    focal: Optional[str] = typer.Option(None, "--focal", metavar="PIXELS|exif",
+                                        help="Focal length of the output camera: pixels, or 'exif' to use the "
+                                             "photo's EXIF FocalLengthIn35mmFilm (default sqrt(W^2+H^2), as the "
+                                             "model was trained; also when the tag is absent)."),
+    fov: Optional[float] = typer.Option(None, "--fov", metavar="DEGREES",
+                                        help="Horizontal field of view instead of --focal: f = W/2 / tan(fov/2)."),
     batch_size: int = typer.Option(16, help="Persons per network batch."),
     chunk: int = typer.Option(8, "--chunk", help="Folder runs: images loaded, detected and reconstructed together "
                                                  "(their persons share network batches); written chunk by chunk."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Folder runs: redo images whose output folder is "
                                                               "already finished (default: skip them, i.e. resume)."),
+    render: bool = typer.Option(False, "--render", help="Also render the people (pyrender, headless EGL or OSMesa): "
+                                "overlay.png over the photo and side.png per image folder, or <stem>_overlay.png "
+                                "and <stem>_side.png beside a single --out file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table (errors still shown)."),
     detector: str = typer.Option("rtmo-l", "--detector", help="Keypoint detector when no --keypoints is given "
                                  "(see `dpmesh weights list-detectors`)."),
@@ -101,14 +108,18 @@ def predict(
         raise InputError(f"--out {out}: use a folder or a file ending in {', '.join(SUFFIXES)}")
     if (det_config is None) != (det_checkpoint is None):
         raise InputError("give both --det-config and --det-checkpoint, or neither")
+    from .focal import parse_focal_options
+
+    focal = parse_focal_options(focal, fov)
     det_opts = dict(detector=detector, det_config=det_config, det_checkpoint=det_checkpoint, det_thr=det_thr,
                     kpt_thr=kpt_thr, max_people=max_people)
     if to_folder:
         _predict_folder(images, out, keypoints=keypoints, weights=weights, device=device, dtype=dtype, focal=focal,
-                        batch_size=batch_size, chunk=chunk, overwrite=overwrite, quiet=quiet, det_opts=det_opts)
+                        batch_size=batch_size, chunk=chunk, overwrite=overwrite, quiet=quiet, det_opts=det_opts,
+                        render=render)
         return
     _predict_file(images, out, keypoints=keypoints, weights=weights, device=device, dtype=dtype, focal=focal,
-                  batch_size=batch_size, det_opts=det_opts)
+                  batch_size=batch_size, det_opts=det_opts, render=render)
 
 
 def _load_pipeline(weights, device, dtype):
@@ -121,7 +132,7 @@ def _load_pipeline(weights, device, dtype):
 
 
 def _predict_file(images: List[Path], out: Path, *, keypoints, weights, device, dtype, focal, batch_size,
-                  det_opts) -> None:
+                  det_opts, render=False) -> None:
     """One image -> one output file (and its .json beside a mesh)."""
     from .detect.keypoint_files import read_keypoints
     from .export import save_result
@@ -133,23 +144,27 @@ def _predict_file(images: List[Path], out: Path, *, keypoints, weights, device, 
     if len(images) > 1:
         raise InputError(f"--out {out} is a single file but {len(images)} images were given; pass a folder")
     kpset = read_keypoints(keypoints) if keypoints is not None else None
+    f_px, f_source = focal.for_path(images[0])
     pipe = _load_pipeline(weights, device, dtype)
     if kpset is not None:
-        result = pipe([str(p) for p in images], keypoints=kpset, focal=focal, batch_size=batch_size)
+        result = pipe([str(p) for p in images], keypoints=kpset, focal=[f_px], batch_size=batch_size)
     else:
-        result = _predict_with_detector(pipe, images, weights, focal=focal, batch_size=batch_size, **det_opts)
+        result = _predict_with_detector(pipe, images, weights, focal=[f_px], batch_size=batch_size, **det_opts)
     res = result[0]
+    res.focal_source = f_source
     for idx, reason in res.skipped:
         err_console.print(f"{images[0].name}: person {idx} skipped: {reason}")
     if not res.persons:
         raise NoPersonError(f"{images[0]}: no person could be reconstructed ({len(res.skipped)} skipped, see above)")
     written = save_result(res, result.faces, out)
+    if render:
+        _render_file(images[0], res, result.faces, out)
     n = result.num_persons
     console.print(f"{n} person{'s' if n != 1 else ''} from 1 image -> {written}")
 
 
 def _predict_folder(images: List[Path], out: Path, *, keypoints, weights, device, dtype, focal, batch_size, chunk,
-                    overwrite, quiet, det_opts) -> None:
+                    overwrite, quiet, det_opts, render=False) -> None:
     """Folder run (see dpmesh_infer.batch): resumable, manifest, progress bar, summary, exit 0/1/4."""
     from .batch import BatchRunner, DetectorKeypoints, FileKeypoints, check_writable, plan_batch
     from .detect.keypoint_files import read_keypoints
@@ -161,7 +176,7 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints, weights, device
         load_error = _check_single_image(images[0])
         if load_error is not None:
             raise load_error
-    plan = plan_batch([str(p) for p in images], out, overwrite=overwrite)
+    plan = plan_batch([str(p) for p in images], out, overwrite=overwrite, render=render)
     check_writable(out)
     if plan.non_images:
         shown = plan.non_images[:20]
@@ -175,10 +190,15 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints, weights, device
         kp_source = FileKeypoints(kpset) if kpset is not None else DetectorKeypoints(
             _make_detector(pipe, weights, **det_opts))
     total = len(plan.todo) + len(plan.finished)
-    with _BatchProgress(total, quiet) as progress:
-        runner = BatchRunner(pipe, kp_source, chunk=chunk, batch_size=batch_size, focal=focal,
-                             on_record=progress.update)
-        summary = runner.run(plan)
+    renderer = _make_renderer() if render and plan.todo else None  # once per run, before any image
+    try:
+        with _BatchProgress(total, quiet) as progress:
+            runner = BatchRunner(pipe, kp_source, chunk=chunk, batch_size=batch_size, focal=focal,
+                                 on_record=progress.update, renderer=renderer)
+            summary = runner.run(plan)
+    finally:
+        if renderer is not None:
+            renderer.close()
     for rec in summary.failed if not single else []:
         err_console.print(f"failed: {rec.image.name}: {rec.error}", highlight=False, markup=False)
     if not quiet:
@@ -189,6 +209,23 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints, weights, device
     if single and summary.failed:
         raise ImageError(f"{images[0]}: {summary.failed[0].error}")
     raise typer.Exit(1 if summary.failed else 0)
+
+
+def _make_renderer():
+    """The headless renderer of --render (pyrender is imported only here); RenderError if none works."""
+    from .render import Renderer
+
+    return Renderer()
+
+
+def _render_file(image_path: Path, res, faces, out: Path) -> None:
+    """--render with a single --out file: <stem>_overlay.png and <stem>_side.png beside it."""
+    from .batch import write_renders
+    from .images import load_image
+
+    with _make_renderer() as renderer:
+        write_renders(renderer, res, faces, load_image(image_path), out.with_name(f"{out.stem}_overlay.png"),
+                      out.with_name(f"{out.stem}_side.png"))
 
 
 def _check_single_image(path: Path):
@@ -385,6 +422,22 @@ def train_vqvae_cmd(
     console.print(vqvae_command(poses, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
                                 log_every=log_every, checkpoint_every=checkpoint_every, resume=resume,
                                 model_config=model_config, zero_hands=zero_hands, frame_stride=frame_stride))
+
+
+# ---------------------------------------------------------------------------------------- doctor
+
+@app.command()
+@handle_errors
+def doctor(
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Weights directory (default: "
+                                           "$DPMESH_WEIGHTS, then ~/.cache/dpmesh)."),
+):
+    """Check the installation: Python, torch/CUDA/fp16, packages, detector stack, renderers, weights.
+
+    Exit codes: 0 ready, 3 weights missing (everything is still reported), 1 a core package is broken."""
+    from .doctor import run_doctor
+
+    raise typer.Exit(run_doctor(weights, console=console))
 
 
 # ---------------------------------------------------------------------------------------- selftest

@@ -66,6 +66,7 @@ def result_to_dict(result: ImageResult) -> dict:
         "source": result.source,
         "image_size": [int(result.image_size[0]), int(result.image_size[1])],
         "K": np.asarray(result.K, float).tolist(),
+        "focal_source": result.focal_source,
         "persons": persons,
         "skipped": [{"index": int(i), "reason": r} for i, r in result.skipped],
     }

@@ -76,6 +76,7 @@ class ImageResult:
         image_size: (width, height) in pixels.
         source: the image path (or ``None`` for in-memory images).
         skipped: (input person index, reason) for every person that could not be reconstructed.
+        focal_source: where K's focal came from (e.g. the default sqrt(W^2+H^2), --fov, EXIF).
     """
 
     persons: list[Person]
@@ -83,6 +84,7 @@ class ImageResult:
     image_size: tuple[int, int]
     source: str | None = None
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    focal_source: str | None = None
 
     def stacked(self) -> dict[str, np.ndarray]:
         """Per-person fields stacked over persons (N, ...) plus ``K`` and ``image_size``."""

@@ -265,7 +265,8 @@ class Pipeline:
             f = float(focals[i]) if focals[i] is not None else math.sqrt(w * w + h * h)
             pp = principals[i] if principals[i] is not None else (w / 2.0, h / 2.0)
             K = np.array([[f, 0, pp[0]], [0, f, pp[1]], [0, 0, 1]], dtype=np.float32)
-            results.append(ImageResult(persons=[], K=K, image_size=(w, h), source=path, skipped=list(skipped)))
+            results.append(ImageResult(persons=[], K=K, image_size=(w, h), source=path, skipped=list(skipped),
+                                       focal_source="default sqrt(W^2+H^2)" if focals[i] is None else "given"))
             for p in persons:
                 all_persons.append(p)
                 metas.append(_PersonMeta(i, p.person_index, scores[p.person_index]))
