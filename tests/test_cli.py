@@ -129,6 +129,7 @@ def test_selftest_subprocess(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "UNTRAINED" in r.stdout and "selftest passed" in r.stdout
     assert (tmp_path / "st" / "outputs" / "selftest.glb").is_file()
+    assert "detector" in r.stdout and "render" in r.stdout  # run, or reported as skipped with the reason
 
 
 def test_fetch_detector_offline_names_file_url_and_destination(tmp_path, monkeypatch):
