@@ -8,6 +8,7 @@ Every expected failure is a :class:`~dpmesh_infer.errors.DpmeshError`: the CLI p
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -91,6 +92,9 @@ def predict(
     det_thr: float = typer.Option(0.3, "--det-thr", help="Minimum person detection score."),
     kpt_thr: float = typer.Option(0.3, "--kpt-thr", help="Keypoint score counted as confident by the detector."),
     max_people: Optional[int] = typer.Option(None, "--max-people", help="At most this many people per image."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse images with more pixels "
+                                             "(decompression-bomb guard; default 100 million or "
+                                             "$DPMESH_MAX_PIXELS)."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv for debug)."),
 ):
     """Reconstruct every person of the INPUT images and write meshes and parameters.
@@ -101,6 +105,11 @@ def predict(
     4 the single input is unusable."""
     _setup_logging(verbose, quiet)
     from .export import SUFFIXES
+
+    if max_pixels is not None:
+        if max_pixels < 1:
+            raise InputError("--max-pixels must be a positive number of pixels")
+        os.environ["DPMESH_MAX_PIXELS"] = str(max_pixels)  # read by images.load_image in this process
 
     suffix = out.suffix.lower()
     to_folder = suffix == "" or out.is_dir()

@@ -140,3 +140,10 @@ def test_fetch_detector_offline_names_file_url_and_destination(tmp_path, monkeyp
     assert "dpmesh weights fetch --detector rtmo-l" in r.output
     r = run("weights", "fetch", "--detector", "nope", "--weights", tmp_path / "w")
     assert r.exit_code == 2
+
+
+def test_max_pixels_refuses_large_images(photo, tiny_weights, tmp_path, monkeypatch):
+    monkeypatch.setenv("DPMESH_MAX_PIXELS", "100000000")  # restored after the test
+    img, kp = photo
+    r = run("predict", img, "-k", kp, "-w", tiny_weights, "-o", tmp_path / "x.npz", "--max-pixels", "1000")
+    assert r.exit_code == 4 and "exceeds" in r.output and "pixels" in r.output

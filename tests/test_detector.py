@@ -484,3 +484,31 @@ def test_predict_without_keypoints_runs_the_detector(rtmo, tiny_weights, tmp_pat
     res = CliRunner().invoke(main_app, ["predict", str(img), "--out", str(out), "--weights", str(tiny_weights),
                                         "--det-config", str(cfg)])
     assert res.exit_code == 2 and "--det-checkpoint" in res.output
+
+
+def test_folder_run_with_the_detector(rtmo, tiny_weights, tmp_path):
+    """A folder run without --keypoints: detector per chunk -> pipeline -> per-image bundles and manifest."""
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from dpmesh_infer.cli import app as main_app
+
+    _, ckpt, cfg = rtmo
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i, im in enumerate(_images()):
+        Image.fromarray(im).save(src / f"img{i}.png")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main_app, ["predict", str(src), "--out", str(out), "--weights", str(tiny_weights),
+                                        "--det-config", str(cfg), "--det-checkpoint", str(ckpt), "--quiet",
+                                        "--det-thr", "0", "--kpt-thr", "0", "--max-people", "2"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [x["status"] for x in lines] == ["done", "done"]
+    for i in range(2):
+        people = json.loads((out / f"img{i}" / "people.json").read_text())
+        # random weights: a detection whose keypoints all score <= 0.05 is skipped with its reason
+        assert len(people["persons"]) + len(people["skipped"]) == 2 and people["persons"]
+        assert all(s["reason"] for s in people["skipped"])
