@@ -314,20 +314,17 @@ def _make_detector(pipe, weights, *, detector, det_config, det_checkpoint, det_t
     return KeypointDetector.from_name(detector, pipe_weights_dir(weights), dev, progress=True, thresholds=th)
 
 
-def _predict_with_detector(pipe, images: List[Path], weights, *, focal, batch_size, detector, det_config,
-                           det_checkpoint, det_thr, kpt_thr, max_people):
+def _predict_with_detector(pipe, images: List[Path], weights, *, focal, batch_size, **det_opts):
     """Detect keypoints with mmpose (batched over images), then run the pipeline on the same arrays."""
+    from .batch import DetectorKeypoints
     from .images import load_image
 
-    det = _make_detector(pipe, weights, detector=detector, det_config=det_config, det_checkpoint=det_checkpoint,
-                         det_thr=det_thr, kpt_thr=kpt_thr, max_people=max_people)
     arrays = [load_image(p) for p in images]
-    found = det.detect(arrays)
-    for d in found.dropped:
-        err_console.print(f"{images[d.image_index].name}: detection (score {d.score:.2f}) dropped: {d.reason}",
-                          highlight=False, markup=False)
-    persons = [[p.to_keypoint_person() for p in people] for people in found.people]
-    result = pipe(arrays, keypoints=persons, focal=focal, batch_size=batch_size)
+    found = DetectorKeypoints(_make_detector(pipe, weights, **det_opts))(images, arrays)
+    for img, kp in zip(images, found):
+        for msg in kp.dropped:
+            err_console.print(f"{img.name}: {msg}", highlight=False, markup=False)
+    result = pipe(arrays, keypoints=[kp.persons for kp in found], focal=focal, batch_size=batch_size)
     for img, res in zip(images, result):
         res.source = str(img)
     return result
