@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .devices import resolve_device
 from .errors import InputError, WeightsError
 from .images import ImageLike, load_image
 from .outputs import ImageResult, Person, PipelineOutput
@@ -65,14 +66,8 @@ def _missing_message(weights_dir: Path, source: str, missing: list[str], searche
     return "\n".join(lines)
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _resolve_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
-    dev = torch.device(device) if device not in (None, "auto") else default_device()
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was requested but no CUDA GPU is available (use --device cpu)")
+    dev = resolve_device(device)
     if isinstance(dtype, str):
         names = {"auto": None, "fp16": torch.float16, "float16": torch.float16, "fp32": torch.float32,
                  "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}

@@ -13,25 +13,11 @@ from typing import Optional
 import typer
 
 from ..cli_errors import handle_errors
+from ..devices import resolve_device
 from ..errors import ImageError, InputError
 from .detectors import DEFAULT_DETECTOR, DETECTORS
 
 app = typer.Typer(help="2D keypoint detection (mmpose).", no_args_is_help=True, add_completion=False)
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; ``cpu``/``cuda``/``cuda:N`` checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: CUDA is not available on this machine (use --device cpu or auto)")
-        return device
-    raise InputError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
 @app.command("detect")
@@ -63,7 +49,7 @@ def detect_cmd(
     from .run import run_detect
 
     console = Console(stderr=True, soft_wrap=True)
-    dev = resolve_device(device)
+    dev = str(resolve_device(device))
     th = Thresholds(det_thr=det_thr, kpt_thr=kpt_thr, min_keypoints=min_keypoints, max_people=max_people)
     if (det_config is None) != (det_checkpoint is None):
         raise InputError("give both --det-config and --det-checkpoint, or neither")

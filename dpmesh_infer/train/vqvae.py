@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..devices import resolve_device
 from ..errors import ConfigError, InputError
 from ..pose_decoders import PoseDecoderConfig, VQVAEPosePrior, save_pose_decoder
 from ..rotations import axis_angle_to_matrix, orthonormalise
@@ -213,15 +214,6 @@ def _truncate_log(path: Path, global_step: int) -> None:
     os.replace(tmp, path)
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
 def train_vqvae(
     poses_dir: str | Path,
     out_dir: str | Path,
@@ -270,7 +262,7 @@ def train_vqvae(
             raise InputError(f"{name} must be a positive integer, got {value!r}")
     if not lr > 0 or commitment_weight < 0 or weight_decay < 0:
         raise InputError("lr must be > 0; commitment_weight and weight_decay must be >= 0")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
