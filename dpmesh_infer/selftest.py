@@ -54,26 +54,11 @@ def _check_detector(root: Path, image: np.ndarray, check) -> None:
     except Exception as e:  # the stack is optional for the core pipeline
         check("detector (mmpose) — skipped", True, f"OpenMMLab stack not importable: {e}")
         return
-    import logging
-    import warnings
-
-    import torch
-    from mmengine.logging import MMLogger
-    from mmpose.apis import init_model
-
-    from .detect import detectors as D
     from .detect.mmpose_detector import KeypointDetector, Thresholds
+    from .testing import write_random_rtmo_checkpoint
 
-    MMLogger.get_current_instance().setLevel(logging.ERROR)
     t0 = time.perf_counter()
-    cfg = D.config_path(D.DETECTORS["rtmo-s"].pose.config)
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = init_model(str(cfg), None, device="cpu")
-        model.init_weights()
-    ckpt = root / "rtmo-s-random.pth"
-    torch.save({"state_dict": model.state_dict()}, ckpt)
+    _, ckpt, cfg = write_random_rtmo_checkpoint(root / "rtmo-s-random.pth")
     det = KeypointDetector.from_files(cfg, ckpt, "cpu", thresholds=Thresholds(det_thr=0.0, kpt_thr=0.0,
                                                                              min_keypoints=0, max_people=2))
     people = det([image])[0]

@@ -52,19 +52,9 @@ def _images(seed: int = 0):
 @pytest.fixture(scope="module")
 def rtmo(tmp_path_factory):
     """(in-memory random RTMO-s, its checkpoint path, config path)."""
-    mmpose_compat.import_mmpose()
-    _quiet_mmengine()
-    from mmpose.apis import init_model
+    from dpmesh_infer.testing import write_random_rtmo_checkpoint
 
-    cfg = D.config_path(D.DETECTORS[RTMO].pose.config)
-    torch.manual_seed(0)
-    model = init_model(str(cfg), None, device="cpu")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.init_weights()  # the config's init: finite outputs, person prior 0.01
-    path = tmp_path_factory.mktemp("rtmo") / "rtmo-s-random.pth"
-    torch.save({"state_dict": model.state_dict()}, path)
-    return model, path, cfg
+    return write_random_rtmo_checkpoint(tmp_path_factory.mktemp("rtmo") / "rtmo-s-random.pth", name=RTMO)
 
 
 @pytest.fixture(scope="module")
