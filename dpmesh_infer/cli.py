@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .cli_errors import err_console, handle_errors
+from .cli_errors import err_console, handle_errors, setup_logging
 from .errors import DpmeshError, ImageError, InputError, NoPersonError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -28,14 +28,7 @@ app.add_typer(weights_app, name="weights")
 console = Console()
 
 
-def _setup_logging(verbose: int, quiet: bool = False) -> None:
-    level = logging.WARNING if not verbose else (logging.INFO if verbose == 1 else logging.DEBUG)
-    if quiet:
-        level = logging.ERROR
-    from rich.logging import RichHandler
-
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err_console,
-                        show_path=False)], force=True)
+_setup_logging = setup_logging
 
 
 def _version(value: bool):
@@ -396,38 +389,65 @@ def check_cmd(
 
 # ---------------------------------------------------------------------------------------- train
 
-train_app = typer.Typer(no_args_is_help=True, help="Train the pose prior (more of the training path to come).")
+from .train.cli import train_app  # noqa: E402  (the training commands live with the trainer)
+
 app.add_typer(train_app, name="train")
 
+from .data.cli import data_app  # noqa: E402  (`dpmesh data ...`; converters are imported when run)
 
-@train_app.command("vqvae")
+app.add_typer(data_app, name="data")
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+
+@app.command("evaluate")
 @handle_errors
-def train_vqvae_cmd(
-    poses: Path = typer.Option(..., "--poses", help="Folder of AMASS-style .npz files (a 'poses' array), "
-                               "searched recursively."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: log.jsonl, checkpoint.pt, pose_decoder/."),
-    epochs: int = typer.Option(100, help="Total epochs (raise it with --resume to train further)."),
-    batch_size: int = typer.Option(256, help="Frames per step."),
-    lr: float = typer.Option(1e-3, help="AdamW learning rate (constant)."),
-    seed: int = typer.Option(0, help="Initialisation and batch-order seed."),
+def evaluate_cmd(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset directory (dpmesh-dataset format, with GT SMPL)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Weights directory (default: "
+                                           "$DPMESH_WEIGHTS, then ~/.cache/dpmesh)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report JSON file or existing folder "
+                                       "(default: ./<dataset name>-eval.json)."),
+    split: Optional[List[str]] = typer.Option(None, "--split", help="Split to evaluate (repeatable; default all)."),
+    inputs: str = typer.Option("auto", "--inputs", help="auto (detector keypoints of the dataset where a person "
+                               "has them, else GT keypoints), detected (only those; error if missing) or gt."),
+    h36m_regressor: Optional[Path] = typer.Option(None, "--h36m-regressor", help="J_regressor_h36m_correct.npy "
+                                                  "(17x6890); default <weights>/smpl/J_regressor_h36m.npy."),
+    smpl_male: Optional[Path] = typer.Option(None, "--smpl-male", help="Male SMPL model for male GT: .pkl, or a "
+                                             "folder / .npz written by `dpmesh weights import-smpl`."),
+    smpl_female: Optional[Path] = typer.Option(None, "--smpl-female", help="Female SMPL model, as --smpl-male."),
+    allow_neutral_gt: bool = typer.Option(False, "--allow-neutral-gt", help="Build male/female GT with the neutral "
+                                          "body when their model is not given (noted in the report)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    log_every: int = typer.Option(50, help="Steps between log.jsonl records."),
-    checkpoint_every: int = typer.Option(1000, help="Steps between checkpoints (also at every epoch end)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt exactly."),
-    model_config: Optional[Path] = typer.Option(None, "--model-config", help="JSON of PoseDecoderConfig fields "
-                                                "(type 'vqvae'); default: DPMesh sizes."),
-    zero_hands: bool = typer.Option(False, "--zero-hands", help="Zero SMPL joints 22/23 instead of reading "
-                                    "columns 66:72 (those are finger joints in SMPL+H files)."),
-    frame_stride: int = typer.Option(1, help="Keep every k-th frame."),
+    batch_size: int = typer.Option(16, help="Persons per network batch."),
+    chunk: int = typer.Option(8, "--chunk", help="Images per pipeline call."),
+    per_person: bool = typer.Option(False, "--per-person", help="Also write every person's metrics to the JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
 ):
-    """Pre-train the VQ-VAE pose prior; the result loads as the pose decoder (OUT/pose_decoder)."""
-    _setup_logging(verbose)
-    from .train.vqvae import vqvae_command
+    """MPJPE / PA-MPJPE / MPVE (mm) per split and subset tag against the dataset's GT SMPL meshes.
 
-    console.print(vqvae_command(poses, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                                log_every=log_every, checkpoint_every=checkpoint_every, resume=resume,
-                                model_config=model_config, zero_hands=zero_hands, frame_stride=frame_stride))
+    Exit codes: 0 done (persons the pipeline skipped are listed as failures), 2 bad option or dataset,
+    3 weights, H36M regressor or a needed gendered SMPL model missing."""
+    _setup_logging(verbose, quiet)
+    from rich.progress import Progress
+
+    from .evaluate import evaluate_command
+
+    with Progress(console=err_console, disable=quiet, transient=True) as bar:
+        task = bar.add_task("evaluate", total=None)
+        report, path = evaluate_command(
+            weights, data, out=out, splits=split, inputs=inputs, h36m_regressor=h36m_regressor, smpl_male=smpl_male,
+            smpl_female=smpl_female, allow_neutral_gt=allow_neutral_gt, device=device, batch_size=batch_size,
+            chunk=chunk, per_person=per_person, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                        total=total))
+    console.print(report.rich_table())
+    for f in report.failures:
+        err_console.print(f"not reconstructed: {f.split} {f.image} person {f.person}: {f.reason}", markup=False,
+                          highlight=False)
+    for w in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    console.print(f"report: {path}", highlight=False, markup=False)
 
 
 # ---------------------------------------------------------------------------------------- doctor

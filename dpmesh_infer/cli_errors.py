@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 import typer
 from rich.console import Console
@@ -28,3 +29,14 @@ def handle_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def setup_logging(verbose: int, quiet: bool = False) -> None:
+    """Log to stderr through rich: WARNING by default, INFO with -v, DEBUG with -vv, ERROR with --quiet."""
+    level = logging.WARNING if not verbose else (logging.INFO if verbose == 1 else logging.DEBUG)
+    if quiet:
+        level = logging.ERROR
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err_console,
+                        show_path=False)], force=True)

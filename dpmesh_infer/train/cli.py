@@ -1,0 +1,175 @@
+"""``dpmesh train ...``: pose-prior pre-training, DPMesh training, and training configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from ..cli_errors import err_console, handle_errors, setup_logging
+from ..errors import InputError
+
+train_app = typer.Typer(no_args_is_help=True, help="Train the VQ-VAE pose prior and DPMesh (teacher, then "
+                        "student with noisy-keypoint reasoning).")
+console = Console()
+
+
+@train_app.command("vqvae")
+@handle_errors
+def train_vqvae_cmd(
+    poses: Path = typer.Option(..., "--poses", help="Folder of AMASS-style .npz files (a 'poses' array), "
+                               "searched recursively (`dpmesh data convert amass` writes one)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: log.jsonl, checkpoint.pt, pose_decoder/."),
+    epochs: int = typer.Option(100, help="Total epochs (raise it with --resume to train further)."),
+    batch_size: int = typer.Option(256, help="Frames per step."),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate (constant)."),
+    seed: int = typer.Option(0, help="Initialisation and batch-order seed."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    log_every: int = typer.Option(50, help="Steps between log.jsonl records."),
+    checkpoint_every: int = typer.Option(1000, help="Steps between checkpoints (also at every epoch end)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt exactly."),
+    model_config: Optional[Path] = typer.Option(None, "--model-config", help="JSON of PoseDecoderConfig fields "
+                                                "(type 'vqvae'); default: DPMesh sizes."),
+    zero_hands: bool = typer.Option(False, "--zero-hands", help="Zero SMPL joints 22/23 instead of reading "
+                                    "columns 66:72 (those are finger joints in SMPL+H files)."),
+    frame_stride: int = typer.Option(1, help="Keep every k-th frame."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True),
+):
+    """Pre-train the VQ-VAE pose prior; the result loads as the pose decoder (OUT/pose_decoder)."""
+    setup_logging(verbose)
+    from .vqvae import vqvae_command
+
+    console.print(vqvae_command(poses, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                                log_every=log_every, checkpoint_every=checkpoint_every, resume=resume,
+                                model_config=model_config, zero_hands=zero_hands, frame_stride=frame_stride))
+
+
+@train_app.command("dpmesh")
+@handle_errors
+def train_dpmesh_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="Training configuration JSON "
+                                "(`dpmesh train config` writes a template)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: train_config.json, log.jsonl, checkpoints/, "
+                             "and one weights folder per stage (teacher/, student/)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/checkpoints/latest."),
+    device: str = typer.Option("auto", help="auto (GPU when present; the GPUs of `accelerate launch`) or cpu."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True),
+):
+    """Train DPMesh: a teacher on ground-truth keypoints, then a student on noisy keypoints with NKR.
+
+    Multi-GPU / multi-node: accelerate launch -m dpmesh_infer.cli train dpmesh --config CFG --out DIR
+    """
+    from .config import TrainConfig
+    from .trainer import latest_checkpoint, train_dpmesh
+
+    setup_logging(verbose, quiet)
+    if not config.is_file():
+        raise InputError(f"training config {config} not found (write a template with `dpmesh train config`)")
+    cfg = TrainConfig.load_json(config)
+    try:
+        if quiet:
+            result = train_dpmesh(cfg, out, resume=resume, device=device)
+        else:
+            result = _with_progress(lambda cb: train_dpmesh(cfg, out, resume=resume, device=device, progress=cb))
+    except KeyboardInterrupt:
+        last = latest_checkpoint(out)
+        err_console.print(f"interrupted; last checkpoint: {last or 'none yet'}. Continue with: "
+                          f"dpmesh train dpmesh --config {config} --out {out} --resume")
+        raise typer.Exit(130) from None
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_epoch.items() if k in ("loss", "l2d", "l3d", "lsmpl",
+                                                                                    "lnkr"))
+    console.print(f"trained {result.steps} steps on {result.persons} persons per epoch; last epoch: {losses}")
+    for name, path in result.exports.items():
+        console.print(f"  {name}: {path}")
+    console.print(f"evaluate with: dpmesh evaluate --weights {result.weights_dir} --data DATASET_DIR")
+
+
+def _with_progress(run):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("{task.fields[loss]}"), console=err_console, transient=False) as bar:
+        tasks: dict[tuple[str, int], int] = {}
+
+        def cb(ev: dict) -> None:
+            key = (ev["stage"], ev["epoch"])
+            if key not in tasks:
+                tasks[key] = bar.add_task(f"{ev['stage']} epoch {ev['epoch'] + 1}/{ev['epochs']}",
+                                          total=ev["steps_per_epoch"], loss="")
+            bar.update(tasks[key], completed=ev["step_in_epoch"], loss=f"loss {ev['loss']:.4f}")
+
+        return run(cb)
+
+
+def template_config(*, data: list[str], smpl: str, tiny: bool, sd15: str | None, controlnet: str | None,
+                    pose_decoder: str | None, pose_head: str, steps_per_epoch: int = 0) -> dict:
+    """A training configuration as a JSON-able dict (every field present, paper defaults)."""
+    from .config import DatasetSpec, DataConfig, InitConfig, StageConfig, TrainConfig
+
+    if tiny:
+        init = InitConfig(tiny=True, smpl=smpl, pose_head=pose_head, pose_decoder=pose_decoder)
+        stages = (StageConfig(name="teacher", epochs=2, final_lr_epochs=1, max_steps_per_epoch=steps_per_epoch),
+                  StageConfig(name="student", epochs=2, final_lr_epochs=1, max_steps_per_epoch=steps_per_epoch))
+        cfg = TrainConfig(data=DataConfig(train=tuple(DatasetSpec(path=d) for d in data), num_workers=0),
+                          init=init, stages=stages, checkpoint_every=50, log_every=5)
+        d = cfg.to_dict()
+        d["optim"].update(batch_size=4, lr=1e-3, lr_final=1e-4)
+        return d
+    init = InitConfig(sd15=sd15 or "runwayml/stable-diffusion-v1-5",
+                      controlnet=controlnet if controlnet is not None else "lllyasviel/sd-controlnet-openpose",
+                      pose_decoder=pose_decoder or "runs/vqvae/pose_decoder", pose_head=pose_head, smpl=smpl)
+    stages = (StageConfig(name="teacher", epochs=10, max_steps_per_epoch=steps_per_epoch),
+              StageConfig(name="student", epochs=30, max_steps_per_epoch=steps_per_epoch))
+    return TrainConfig(data=DataConfig(train=tuple(DatasetSpec(path=d) for d in data)), init=init,
+                       stages=stages).to_dict()
+
+
+@train_app.command("config")
+@handle_errors
+def train_config_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the JSON configuration."),
+    data: list[str] = typer.Option(..., "--data", help="Training dataset folder(s) in the dpmesh format "
+                                   "(`dpmesh data convert ...` / `dpmesh data synthetic`); repeatable."),
+    smpl: Optional[str] = typer.Option(None, "--smpl", help="Weights or SMPL folder with SMPL_NEUTRAL.npz. "
+                                       "With --tiny and no --smpl, a SYNTHETIC body model is written next to "
+                                       "the config (smoke runs only)."),
+    tiny: bool = typer.Option(False, "--tiny", help="Tiny random-init models and a short schedule: a smoke run "
+                              "of the whole training path in minutes on a CPU. Results are meaningless."),
+    sd15: Optional[str] = typer.Option(None, "--sd15", help="Stable Diffusion 1.5, diffusers layout (folder or "
+                                       "hub id)."),
+    controlnet: Optional[str] = typer.Option(None, "--controlnet", help="OpenPose ControlNet, diffusers layout "
+                                             "(folder or hub id); '' = copy the SD1.5 UNet encoder."),
+    pose_decoder: Optional[str] = typer.Option(None, "--pose-decoder", help="Pose decoder folder "
+                                               "(`dpmesh train vqvae` writes OUT/pose_decoder)."),
+    pose_head: str = typer.Option("vqvae", help="vqvae (the paper) or vposer (the release checkpoints)."),
+    steps_per_epoch: int = typer.Option(0, help="Cap on steps per epoch (0 = all data)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+):
+    """Write a complete training configuration (paper defaults) to edit and pass to `dpmesh train dpmesh`."""
+    from .config import TrainConfig
+
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists (pass --overwrite to replace it)")
+    if pose_head not in ("vqvae", "vposer"):
+        raise InputError("--pose-head must be vqvae or vposer")
+    if smpl is None:
+        if not tiny:
+            raise InputError("--smpl is required: a weights or SMPL folder holding SMPL_NEUTRAL.npz "
+                             "(`dpmesh weights import-smpl`)")
+        from ..testing import write_synthetic_smpl_npz
+
+        smpl_dir = out.resolve().parent / (out.stem + "_synthetic_smpl")
+        write_synthetic_smpl_npz(smpl_dir)
+        smpl = str(smpl_dir)
+        console.print(f"wrote a SYNTHETIC body model (not SMPL) for the smoke run: {smpl_dir}")
+    d = template_config(data=[str(Path(p).expanduser().resolve()) for p in data], smpl=smpl, tiny=tiny, sd15=sd15,
+                        controlnet=controlnet, pose_decoder=pose_decoder, pose_head=pose_head,
+                        steps_per_epoch=steps_per_epoch)
+    TrainConfig.from_dict(d)  # validate before writing
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
+    console.print(f"wrote {out}; train with: dpmesh train dpmesh --config {out} --out RUN_DIR")

@@ -1,0 +1,441 @@
+"""``dpmesh train dpmesh``: the DPMesh training loop (teacher, then student with NKR).
+
+Run on one device with ``dpmesh train dpmesh --config CFG --out DIR``, or on several GPUs / machines
+with accelerate (``accelerate launch -m dpmesh_infer.cli train dpmesh --config CFG --out DIR``); the
+global batch (``optim.batch_size``) is split over the processes, so results do not depend on how many
+GPUs share it (up to floating-point reduction order).
+
+Bookkeeping in ``OUT`` (see :func:`train_dpmesh`):
+
+- ``train_config.json``: the configuration (a resumed run must use the same one);
+- ``log.jsonl``: JSON lines — ``{"event": "start"}``, ``{"event": "step", "stage", "epoch", "step",
+  "lr", "loss", "l2d", "l3d", "lsmpl", "lnkr", parts..., "samples_per_s"}`` every ``log_every`` steps
+  (means over the window), ``{"event": "epoch", ...}`` (means over the epoch), ``{"event": "export"}``;
+- ``checkpoints/step-NNNNNNNNN/``: ``state.pt`` (trainable weights, optimiser, loss scaler, counters,
+  log windows) and ``rng-rank<r>.pt`` (each process's torch RNG), written into a ``.tmp`` folder and
+  renamed, then ``checkpoints/latest`` is replaced atomically: a crash never leaves a half-written
+  checkpoint behind the ``latest`` pointer. All files load with ``torch.load(weights_only=True)``;
+- ``<stage name>/`` (e.g. ``teacher/``, ``student/``): a complete inference weights directory exported
+  at the end of each stage (``Pipeline.from_pretrained`` loads it). The student stage's teacher is
+  the previous stage's export (or ``init.weights`` when the first stage is a student).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import InputError
+from .config import TrainConfig
+
+__all__ = ["TrainResult", "train_dpmesh", "latest_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 1
+CONFIG_NAME = "train_config.json"
+LOG_NAME = "log.jsonl"
+CKPT_DIR = "checkpoints"
+LATEST = "latest"
+LOSS_KEYS = ("loss", "l2d", "l3d", "lsmpl", "lnkr", "l2d_proj", "l2d_joint_img", "l3d_joints", "l3d_depth",
+             "lsmpl_pose", "lsmpl_betas", "nkr_simclr", "nkr_mse")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """weights_dir: the last stage's export; exports: stage name -> directory; steps: optimiser steps;
+    last_epoch: loss means of the last epoch; persons: training persons per epoch (after repeats)."""
+
+    weights_dir: Path
+    exports: dict[str, Path]
+    steps: int
+    last_epoch: dict[str, float]
+    persons: int
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _torch_save(obj, path: Path) -> None:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The checkpoint folder ``checkpoints/latest`` points to, or None."""
+    pointer = Path(out_dir) / CKPT_DIR / LATEST
+    if not pointer.is_file():
+        return None
+    path = Path(out_dir) / CKPT_DIR / pointer.read_text(encoding="utf-8").strip()
+    if not (path / "state.pt").is_file():
+        raise InputError(f"{pointer} names {path}, which has no state.pt; the run directory was altered")
+    return path
+
+
+class _Window:
+    """Running sums of the logged losses."""
+
+    def __init__(self, state: dict | None = None) -> None:
+        self.sums: dict[str, float] = dict(state["sums"]) if state else {}
+        self.n = int(state["n"]) if state else 0
+        self.samples = int(state["samples"]) if state else 0
+
+    def add(self, values: dict[str, float], samples: int) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.n += 1
+        self.samples += samples
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.n, 1) for k, v in self.sums.items()}
+
+    def state(self) -> dict:
+        return {"sums": dict(self.sums), "n": self.n, "samples": self.samples}
+
+
+def _append_log(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, global_step: int) -> None:
+    """Drop step/epoch/export records written after the resumed checkpoint (they will be written again)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        if rec.get("event") in ("step", "epoch", "export") and rec.get("step", 0) > global_step:
+            continue
+        keep.append(line)
+    _atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _config_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def _teacher_source(config: TrainConfig, out: Path, stage_index: int) -> Path:
+    for prev in range(stage_index - 1, -1, -1):
+        if config.stages[prev].name == "teacher":
+            return out / config.stages[prev].name
+    return Path(config.init.weights).expanduser()
+
+
+def _set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _stage_export_name(config: TrainConfig, i: int) -> str:
+    names = [s.name for s in config.stages]
+    return names[i] if names.count(names[i]) == 1 else f"{names[i]}{names[:i + 1].count(names[i])}"
+
+
+def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, device: str = "auto",
+                 progress: Callable[[dict], None] | None = None,
+                 on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train DPMesh as ``config`` says and export every stage into ``out_dir``.
+
+    Args:
+        config: the training configuration.
+        out_dir: run directory (module docstring). Created if needed.
+        resume: continue from ``checkpoints/latest`` exactly (weights, optimiser, loss scaler, RNG,
+            position in the data, log windows). Without it a run directory that already holds a run is
+            an error, so nothing is overwritten by accident.
+        device: "auto" (accelerate's choice: the process's GPU if any), or "cpu".
+        progress: called after every optimiser step with {"stage", "epoch", "epochs", "step_in_epoch",
+            "steps_per_epoch", "global_step", "loss"} (main process only).
+        on_step: called with the global step after every optimiser step and checkpoint (tests use it to
+            interrupt a run).
+
+    Raises:
+        InputError: bad configuration, data, or a run directory that does not match.
+        WeightsError: an initial weight source cannot be loaded.
+        FloatingPointError: the loss became NaN/inf (the message says where; lower the learning rate).
+    """
+    from accelerate import Accelerator
+
+    from .data import PersonIndex, TrainSamples, collate_samples, step_batches, steps_per_epoch
+    from .losses import nkr_loss, supervised_losses
+    from .model import build_model, export_weights, load_teacher
+
+    if device not in ("auto", "cpu"):
+        raise InputError(f"device must be 'auto' or 'cpu' (got {device!r}); choose GPUs with accelerate launch "
+                         "or CUDA_VISIBLE_DEVICES")
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=(device == "cpu"))
+    if config.mixed_precision != "no" and accelerator.device.type != "cuda":
+        raise InputError(f"mixed_precision {config.mixed_precision!r} needs a CUDA device; use \"no\" on the CPU")
+    main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+    opt = config.optim
+    if opt.batch_size % (world * opt.grad_accumulation):
+        raise InputError(f"optim.batch_size {opt.batch_size} must be divisible by the number of processes ({world}) "
+                         f"times optim.grad_accumulation ({opt.grad_accumulation})")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path, log_path = out / CONFIG_NAME, out / LOG_NAME
+    ckpt = None
+    if cfg_path.exists():
+        if not resume:
+            raise InputError(f"{out} already holds a training run ({cfg_path}); pass --resume to continue it "
+                             "or choose another --out")
+        saved = json.loads(cfg_path.read_text(encoding="utf-8"))
+        diff = _config_diff(saved, config.to_dict())
+        if diff:
+            raise InputError(f"{cfg_path} differs from the given configuration in: {', '.join(diff)}; resume with "
+                             "the original configuration or choose another --out")
+        ckpt = latest_checkpoint(out)
+    elif main:
+        _atomic_write_text(cfg_path, json.dumps(config.to_dict(), indent=2) + "\n")
+
+    torch.manual_seed(config.seed * 1000 + rank)
+    model, source = build_model(config.init, seed=config.seed)
+    if config.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    params = model.set_trainable(config.train_controlnet)
+    smpl_source = Path(config.init.smpl or config.init.weights).expanduser()
+
+    index = PersonIndex(config.data.train, model.preprocess)
+    samples = TrainSamples(index, config.augment, model.preprocess)
+    n = len(index)
+    if n < opt.batch_size:
+        raise InputError(f"the training data holds {n} usable persons, fewer than one batch ({opt.batch_size})")
+    micro = opt.grad_accumulation
+
+    counters = {"stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0}
+    state = None
+    if ckpt is not None:
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+        if state.get("version") != CHECKPOINT_VERSION or state.get("world") != world:
+            raise InputError(f"{ckpt} was written by {state.get('world')} process(es) (version "
+                             f"{state.get('version')}); resume with the same number of processes")
+        expected = set(model.trainable_state())
+        if set(state["model"]) != expected:
+            raise InputError(f"{ckpt} does not match the model: {len(set(state['model']) ^ expected)} trainable "
+                             "tensors differ")
+        model.load_state_dict(state["model"], strict=False)
+        counters = dict(state["counters"])
+        if main:
+            _truncate_log(log_path, counters["global_step"])
+        log.info("resuming from %s at step %d", ckpt, counters["global_step"])
+    elif main:
+        if log_path.exists():
+            log_path.unlink()
+        _append_log(log_path, {"event": "start", "source": source, "persons": n, "skipped": index.skipped,
+                               "processes": world, "device": str(accelerator.device)})
+
+    model = accelerator.prepare_model(model)
+    raw = accelerator.unwrap_model(model)
+    tb = _tensorboard(out) if (config.tensorboard and main) else None
+    exports: dict[str, Path] = {}
+    last_epoch: dict[str, float] = {}
+
+    for s in range(counters["stage"], len(config.stages)):
+        stage = config.stages[s]
+        export_name = _stage_export_name(config, s)
+        teacher = None
+        if stage.name == "student":
+            teacher = load_teacher(_teacher_source(config, out, s), accelerator.device)
+        optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+        optimizer = accelerator.prepare_optimizer(optimizer)
+        window, epoch_win = _Window(), _Window()
+        # every stage starts from its own RNG state, whatever happened before (loading, exporting)
+        torch.manual_seed(_stage_seed(config.seed, s, rank))
+        if state is not None and counters["stage"] == s:
+            optimizer.load_state_dict(state["optimizer"])
+            if accelerator.scaler is not None and state.get("scaler"):
+                accelerator.scaler.load_state_dict(state["scaler"])
+            window, epoch_win = _Window(state["window"]), _Window(state["epoch_window"])
+            rng = torch.load(ckpt / f"rng-rank{rank}.pt", map_location="cpu", weights_only=True)
+            torch.set_rng_state(rng["cpu"])
+            if rng.get("cuda") is not None and accelerator.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], accelerator.device)
+        spe = steps_per_epoch(n, opt.batch_size, stage.max_steps_per_epoch)
+
+        def save_checkpoint() -> Path:
+            name = f"step-{counters['global_step']:09d}-s{counters['stage']}e{counters['epoch']}"
+            final = out / CKPT_DIR / name
+            tmp = final.with_name(name + ".tmp")
+            if main:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir(parents=True)
+            accelerator.wait_for_everyone()
+            _torch_save({"cpu": torch.get_rng_state(),
+                         "cuda": torch.cuda.get_rng_state(accelerator.device)
+                         if accelerator.device.type == "cuda" else None}, tmp / f"rng-rank{rank}.pt")
+            accelerator.wait_for_everyone()
+            if main:
+                _torch_save({"version": CHECKPOINT_VERSION, "world": world, "counters": dict(counters),
+                             "model": {k: v.cpu() for k, v in raw.trainable_state().items()},
+                             "optimizer": optimizer.state_dict(),
+                             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                             "window": window.state(), "epoch_window": epoch_win.state()}, tmp / "state.pt")
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+                _atomic_write_text(out / CKPT_DIR / LATEST, name + "\n")
+                kept = sorted((p for p in (out / CKPT_DIR).iterdir() if p.is_dir() and p.name.startswith("step-")
+                               and not p.name.endswith(".tmp")), key=lambda p: p.name)
+                for old in kept[:-config.keep_checkpoints]:
+                    shutil.rmtree(old, ignore_errors=True)
+            accelerator.wait_for_everyone()
+            return final
+
+        while counters["epoch"] < stage.epochs:
+            epoch = counters["epoch"]
+            lr = opt.lr if epoch < stage.epochs - stage.final_lr_epochs else opt.lr_final
+            _set_lr(optimizer, lr)
+            model.train()
+            batches = step_batches(n, seed=config.seed, stage=s, epoch=epoch, batch_size=opt.batch_size,
+                                   rank=rank, world=world, micro_batches=micro,
+                                   start_step=counters["step_in_epoch"], max_steps=stage.max_steps_per_epoch)
+            loader = torch.utils.data.DataLoader(
+                samples, batch_sampler=[mb for step in batches for mb in step], num_workers=config.data.num_workers,
+                collate_fn=collate_samples, pin_memory=accelerator.device.type == "cuda",
+                persistent_workers=False, generator=torch.Generator().manual_seed(0))  # keeps the global RNG
+            it = iter(loader)
+            t0 = time.perf_counter()
+            while counters["step_in_epoch"] < spe:
+                values: dict[str, float] = {}
+                for m in range(micro):
+                    batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(it).items()}
+                    with (accelerator.no_sync(model) if m < micro - 1 else _null()):
+                        loss, parts = _step_loss(model, raw, teacher, batch, stage.name, config, supervised_losses,
+                                                 nkr_loss)
+                        accelerator.backward(loss / micro)
+                    for k, v in parts.items():
+                        values[k] = values.get(k, 0.0) + float(v) / micro
+                if not math.isfinite(values["loss"]):
+                    raise FloatingPointError(
+                        f"non-finite loss at stage {stage.name}, epoch {epoch}, step {counters['global_step']} "
+                        f"({ {k: round(v, 4) for k, v in values.items()} }); lower optim.lr (now {lr})")
+                if opt.grad_clip > 0:
+                    accelerator.clip_grad_norm_(params, opt.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                counters["step_in_epoch"] += 1
+                counters["global_step"] += 1
+                window.add(values, opt.batch_size)
+                epoch_win.add(values, opt.batch_size)
+                if counters["global_step"] % config.log_every == 0:
+                    dt = time.perf_counter() - t0
+                    if main:
+                        rec = {"event": "step", "stage": stage.name, "epoch": epoch, "step": counters["global_step"],
+                               "lr": lr, **window.means(), "samples_per_s": window.samples / max(dt, 1e-9)}
+                        _append_log(log_path, rec)
+                        if tb is not None:
+                            for k, v in window.means().items():
+                                tb.add_scalar(f"{stage.name}/{k}", v, counters["global_step"])
+                    window, t0 = _Window(), time.perf_counter()
+                if main and progress is not None:
+                    progress({"stage": stage.name, "epoch": epoch, "epochs": stage.epochs,
+                              "step_in_epoch": counters["step_in_epoch"], "steps_per_epoch": spe,
+                              "global_step": counters["global_step"], "loss": values["loss"]})
+                if counters["global_step"] % config.checkpoint_every == 0 and counters["step_in_epoch"] < spe:
+                    save_checkpoint()
+                if on_step is not None:
+                    on_step(counters["global_step"])
+            del it, loader
+            last_epoch = epoch_win.means()
+            if main:
+                _append_log(log_path, {"event": "epoch", "stage": stage.name, "epoch": epoch,
+                                       "step": counters["global_step"], "lr": lr, **last_epoch})
+            counters["epoch"] += 1
+            counters["step_in_epoch"] = 0
+            epoch_win = _Window()
+            save_checkpoint()
+
+        if main:
+            path = export_weights(raw, out / export_name, smpl_source=smpl_source,
+                                  source=f"dpmesh train: {source}; stage {export_name}, {counters['global_step']} "
+                                         "steps", untrained=config.init.tiny)
+            _append_log(log_path, {"event": "export", "stage": stage.name, "step": counters["global_step"],
+                                   "path": str(path)})
+        accelerator.wait_for_everyone()
+        exports[export_name] = out / export_name
+        counters.update(stage=s + 1, epoch=0, step_in_epoch=0)
+        state = None
+        save_checkpoint()
+        del teacher
+    if tb is not None:
+        tb.close()
+    for i in range(len(config.stages)):
+        exports.setdefault(_stage_export_name(config, i), out / _stage_export_name(config, i))
+    final = exports[_stage_export_name(config, len(config.stages) - 1)]
+    return TrainResult(weights_dir=final, exports=exports, steps=counters["global_step"], last_epoch=last_epoch,
+                       persons=n)
+
+
+def _stage_seed(seed: int, stage: int, rank: int) -> int:
+    from .data import _mix
+
+    return _mix(seed, stage, rank, 0x57A6E)
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _step_loss(model, raw, teacher, batch, stage_name: str, config: TrainConfig, supervised_losses, nkr_loss):
+    """Forward one micro-batch; returns (weighted loss, {name: float})."""
+    lc = config.loss
+    student = stage_name == "student"
+    prefix = "student" if student else "teacher"
+    out = model(batch[f"img_{prefix}"], batch[f"joints32_{prefix}"], batch[f"mask_{prefix}"], batch["focal"])
+    with torch.no_grad():
+        gt = raw.body(batch["smpl_pose"][:, :3], batch["smpl_pose"][:, 3:], batch["smpl_betas"])
+        gt_joints = gt.joints - gt.joints[:, :1]
+    terms = supervised_losses(out, batch, gt_joints)
+    loss = lc.w_2d * terms["l2d"] + lc.w_3d * terms["l3d"] + lc.w_smpl * terms["lsmpl"]
+    parts = {k: v.detach() for k, v in terms.items()}
+    if student:
+        with torch.no_grad():
+            target = teacher(batch["img_teacher"], batch["joints32_teacher"], batch["mask_teacher"],
+                             batch["focal"]).features
+        lnkr, nkr_parts = nkr_loss(out.features, target, lc.simclr_temperature)
+        loss = loss + lc.w_nkr * lnkr
+        parts.update(lnkr=lnkr.detach(), **nkr_parts)
+    parts["loss"] = loss.detach()
+    return loss, parts
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed (pip install tensorboard); logging to log.jsonl only")
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
