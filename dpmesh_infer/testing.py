@@ -265,6 +265,24 @@ def write_synthetic_smpl_npz(
     return out
 
 
+#: H36M joint -> SMPL joint whose synthetic J_regressor row stands in for it (pelvis, R hip, R knee,
+#: R ankle, L hip, L knee, L ankle, spine, thorax, neck/nose, head, L shoulder, L elbow, L wrist,
+#: R shoulder, R elbow, R wrist).
+_H36M_FROM_SMPL = (0, 2, 5, 8, 1, 4, 7, 3, 9, 12, 15, 16, 18, 20, 17, 19, 21)
+
+
+def write_synthetic_h36m_regressor(folder: str | Path, *, seed: int = 0) -> Path:
+    """Write ``folder/J_regressor_h36m.npy`` (17, 6890) for the synthetic body: each H36M joint is the
+    synthetic J_regressor row of the nearest SMPL joint (a stand-in for smoke runs of ``dpmesh
+    evaluate``; NOT the real H36M regressor, whose numbers it does not reproduce)."""
+    j = make_synthetic_smpl_arrays(seed)["J_regressor"]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "J_regressor_h36m.npy"
+    np.save(path, np.asarray(j[list(_H36M_FROM_SMPL)], dtype=np.float64), allow_pickle=False)
+    return path
+
+
 # =================================================================================================
 # Tiny checkpoint in the official release format (tests of weights/convert_official.py)
 # =================================================================================================

@@ -58,3 +58,19 @@ def test_example_folder_run(generated, tiny_weights, tmp_path):
     assert all("--fov 60" in r["focal_source"] for r in rows[-2:])
     for stem in ("street", "plaza"):
         assert (ex / "out_folder" / stem / "people.json").is_file()
+
+
+def test_train_smoke_script(tmp_path):
+    """examples/train_smoke.sh: synthetic data -> tiny training (teacher, student) -> evaluation."""
+    env = dict(os.environ, DPMESH=f"{sys.executable} -m dpmesh_infer.cli", SMOKE_STEPS="1", SMOKE_IMAGES="4")
+    run = tmp_path / "smoke"
+    r = _run(["bash", str(EXAMPLES / "train_smoke.sh"), str(run)], env=env)
+    assert "MPJPE" in r.stdout or "mpjpe" in r.stdout.lower()
+    report = json.loads((run / "eval.json").read_text())
+    rows = {(row["split"], row["subset"]) for row in report["rows"]}
+    assert ("test", None) in rows
+    test_row = next(row for row in report["rows"] if row["split"] == "test" and row["subset"] is None)
+    assert test_row["evaluated"] > 0 and test_row["mpjpe"] > 0
+    for stage in ("teacher", "student"):
+        assert (run / "train" / stage / "pipeline.json").is_file()
+        assert (run / "train" / stage / "smpl" / "J_regressor_h36m.npy").is_file()

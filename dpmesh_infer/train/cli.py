@@ -160,12 +160,13 @@ def train_config_cmd(
         if not tiny:
             raise InputError("--smpl is required: a weights or SMPL folder holding SMPL_NEUTRAL.npz "
                              "(`dpmesh weights import-smpl`)")
-        from ..testing import write_synthetic_smpl_npz
+        from ..testing import write_synthetic_h36m_regressor, write_synthetic_smpl_npz
 
         smpl_dir = out.resolve().parent / (out.stem + "_synthetic_smpl")
-        write_synthetic_smpl_npz(smpl_dir)
+        npz = write_synthetic_smpl_npz(smpl_dir)
+        write_synthetic_h36m_regressor(npz.parent)
         smpl = str(smpl_dir)
-        console.print(f"wrote a SYNTHETIC body model (not SMPL) for the smoke run: {smpl_dir}")
+        console.print(f"wrote a SYNTHETIC body model and H36M regressor (not SMPL) for the smoke run: {smpl_dir}")
     d = template_config(data=[str(Path(p).expanduser().resolve()) for p in data], smpl=smpl, tiny=tiny, sd15=sd15,
                         controlnet=controlnet, pose_decoder=pose_decoder, pose_head=pose_head,
                         steps_per_epoch=steps_per_epoch)

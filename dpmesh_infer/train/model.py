@@ -247,6 +247,7 @@ def export_weights(model: DPMeshModel, out_dir: str | Path, *, smpl_source: str 
     from ..pipeline_config import PipelineConfig
     from ..pose_decoders import save_pose_decoder
     from ..regressor import save_regressor
+    from ..evaluate import H36M_REGRESSOR_FILENAME
     from ..weights.smpl import EXTRA_REGRESSOR_FILENAME, SMPL_SUBDIR, find_smpl_file
 
     out = Path(out_dir)
@@ -260,9 +261,9 @@ def export_weights(model: DPMeshModel, out_dir: str | Path, *, smpl_source: str 
     smpl_file = find_smpl_file(Path(smpl_source).expanduser())
     (tmp / SMPL_SUBDIR).mkdir()
     shutil.copy2(smpl_file, tmp / SMPL_SUBDIR / smpl_file.name)
-    extra = smpl_file.parent / EXTRA_REGRESSOR_FILENAME
-    if extra.is_file():
-        shutil.copy2(extra, tmp / SMPL_SUBDIR / EXTRA_REGRESSOR_FILENAME)
+    for name in (EXTRA_REGRESSOR_FILENAME, H36M_REGRESSOR_FILENAME):  # optional files travel along
+        if (smpl_file.parent / name).is_file():
+            shutil.copy2(smpl_file.parent / name, tmp / SMPL_SUBDIR / name)
     PipelineConfig(pose_decoder=model.pose_decoder.config.type, preprocess=model.preprocess, source=source,
                    untrained=untrained).save_json(tmp / "pipeline.json")
     if out.exists():
