@@ -500,3 +500,27 @@ def test_determinism_shapes_and_student_inputs():
     s = make_training_sample(image, record, 0, np.random.default_rng(3), cfg, params=params)
     assert not np.allclose(s["joints32_student"], s["joints32_teacher"])
     assert s["mask_teacher"].sum() == 19  # 17 COCO joints + Pelvis + Neck
+
+
+def test_box_includes_the_head_top_when_there_are_no_face_keypoints():
+    """CrowdPose-style labels (limbs, neck, head top; no face): the crop must not end at the neck."""
+    j3d = body_j30_camera()
+    vis = np.zeros(30, np.float32)
+    crowdpose = ["L_Shoulder", "R_Shoulder", "L_Elbow", "R_Elbow", "L_Wrist", "R_Wrist", "L_Hip", "R_Hip",
+                 "L_Knee", "R_Knee", "L_Ankle", "R_Ankle", "Head_top", "Neck"]
+    vis[[J30_NAMES.index(n) for n in crowdpose]] = 1.0
+    person = make_person(j3d, vis)
+    s = make_training_sample(noise_image(), make_record([person]), 0, np.random.default_rng(0), AugmentConfig(),
+                             train=False)
+    top = s["target_j2d"][J30_NAMES.index("Head_top")]
+    assert top[2] == 1 and top[1] > 5, top  # inside the crop, with a margin
+    # the network inputs are unchanged: the head top is not an input joint (COCO detector view)
+    assert not s["mask_teacher"][J30_NAMES.index("Head_top")]
+    # with face keypoints present the test-time box is kept as is (parity with prepare_persons)
+    vis_face = vis.copy()
+    vis_face[J30_NAMES.index("Nose")] = 1.0
+    s2 = make_training_sample(noise_image(), make_record([make_person(j3d, vis_face)]), 0,
+                              np.random.default_rng(0), AugmentConfig(), train=False)
+    coco = make_person(j3d, vis_face).keypoints_2d[[J30_NAMES.index(n) for n in COCO17_NAMES]]
+    ref = prepare_persons(noise_image(), coco17_to_j30(coco[None]), PCFG)[0][0]
+    np.testing.assert_allclose(s2["box"], ref.box, rtol=1e-6)

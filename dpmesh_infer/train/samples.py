@@ -72,9 +72,21 @@ def person_box(person: PersonAnnotation, cfg: PreprocessConfig = PreprocessConfi
     return np.concatenate([(lo + hi) / 2 - wh / 2, wh])
 
 
+_FACE = [J30_NAMES.index(n) for n in ("Nose", "L_Eye", "R_Eye", "L_Ear", "R_Ear")]
+_HEAD_TOP = J30_NAMES.index("Head_top")
+
+
 def _square_box(person: PersonAnnotation, width: int, height: int, cfg: PreprocessConfig) -> SquareBox | Skip:
-    """Test-time box of the detector-view GT keypoints; fallback: :func:`person_box`."""
-    return box_from_keypoints(gt_detector_j30(person.keypoints_2d), width, height, cfg, person_box(person, cfg))
+    """Test-time box of the detector-view GT keypoints; fallback: :func:`person_box`.
+
+    Data without face keypoints but with a head top (CrowdPose) would get a box that ends at the
+    neck: there the annotated head top joins the box keypoints (not the network inputs).
+    """
+    kp = gt_detector_j30(person.keypoints_2d)
+    gt = np.asarray(person.keypoints_2d, dtype=np.float32)
+    if not (gt[_FACE, 2] > 0).any() and gt[_HEAD_TOP, 2] > 0:
+        kp[_HEAD_TOP] = gt[_HEAD_TOP]
+    return box_from_keypoints(kp, width, height, cfg, person_box(person, cfg))
 
 
 def usable_person(person: PersonAnnotation, width: int, height: int,
