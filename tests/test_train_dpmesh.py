@@ -151,8 +151,8 @@ def test_cli_config_train_resume(synth, tmp_path):
     d = json.loads(cfg.read_text())
     assert d["loss"] == {"w_2d": 5.0, "w_3d": 2.0, "w_smpl": 1.0, "w_nkr": 0.1, "simclr_temperature": 0.1}
     run = tmp_path / "run"
-    r = runner.invoke(app, ["train", "dpmesh", "--config", str(cfg), "--out", str(run), "--device", "cpu", "-q"])
-    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["train", "dpmesh", "--config", str(cfg), "--out", str(run), "--device", "cpu"])
+    assert r.exit_code == 0, r.output  # with the progress bar
     assert "student" in r.output and (run / "student" / "pipeline.json").is_file()
     assert [json.loads(x)["event"] for x in (run / "log.jsonl").read_text().splitlines()].count("export") == 2
     r = runner.invoke(app, ["train", "dpmesh", "--config", str(cfg), "--out", str(run), "--device", "cpu", "-q"])
@@ -178,3 +178,33 @@ def test_cli_config_train_resume(synth, tmp_path):
     bad.write_text(json.dumps(d))
     r = runner.invoke(app, ["train", "dpmesh", "--config", str(bad), "--out", str(tmp_path / "y")])
     assert r.exit_code == 2 and "nowhere" in r.output
+
+
+def test_fine_tune_release_style_weights_with_a_student_stage(synth, tiny_weights, tmp_path):
+    """init.weights (VPoser head, as converted release checkpoints): the student's teacher is those weights."""
+    data, _ = synth
+    cfg_path = tmp_path / "ft.json"
+    r = runner.invoke(app, ["train", "config", "--weights", str(tiny_weights), "--data", str(data),
+                            "--out", str(cfg_path), "--steps-per-epoch", "2"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(cfg_path.read_text())
+    assert d["init"]["pose_head"] == "vposer" and [s["name"] for s in d["stages"]] == ["student"]
+    d["stages"][0].update(epochs=1, final_lr_epochs=0)
+    d["optim"]["batch_size"] = 2
+    d["data"]["num_workers"] = 0
+    cfg = TrainConfig.from_dict(d)
+    result = train_dpmesh(cfg, tmp_path / "run", device="cpu")
+    assert result.steps == 2 and set(result.exports) == {"student"}
+    before, after = read_safetensors(tiny_weights / "regressor" / "model.safetensors"), \
+        read_safetensors(result.weights_dir / "regressor" / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained
+    assert all(torch.equal(a, b) for a, b in zip(read_safetensors(tiny_weights / "vae" /
+               "diffusion_pytorch_model.safetensors").values(), read_safetensors(
+               result.weights_dir / "vae" / "diffusion_pytorch_model.safetensors").values()))  # VAE frozen
+    assert all(r["lnkr"] >= 0 for r in _records(tmp_path / "run"))
+    bad = TrainConfig.from_dict({**d, "init": {**d["init"], "pose_head": "vqvae"}})
+    from dpmesh_infer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pose_head"):
+        train_dpmesh(bad, tmp_path / "run2", device="cpu")
+    assert not (tmp_path / "run2" / "train_config.json").exists()  # a failed start leaves no run behind

@@ -105,10 +105,24 @@ def _with_progress(run):
         return run(cb)
 
 
-def template_config(*, data: list[str], smpl: str, tiny: bool, sd15: str | None, controlnet: str | None,
-                    pose_decoder: str | None, pose_head: str, steps_per_epoch: int = 0) -> dict:
-    """A training configuration as a JSON-able dict (every field present, paper defaults)."""
+def template_config(*, data: list[str], smpl: str | None, tiny: bool, sd15: str | None, controlnet: str | None,
+                    pose_decoder: str | None, pose_head: str, steps_per_epoch: int = 0,
+                    weights: str | None = None) -> dict:
+    """A training configuration as a JSON-able dict (every field present, paper defaults).
+
+    ``weights``: fine-tune an existing weights folder (e.g. a converted release checkpoint): it is the
+    student's initialisation and its teacher, so the template has only a student stage.
+    """
     from .config import DatasetSpec, DataConfig, InitConfig, StageConfig, TrainConfig
+
+    if weights:
+        from ..pipeline_config import load_pipeline_config
+
+        head = load_pipeline_config(weights).pose_decoder
+        init = InitConfig(weights=weights, smpl=smpl, pose_head=head)
+        stages = (StageConfig(name="student", epochs=30, max_steps_per_epoch=steps_per_epoch),)
+        return TrainConfig(data=DataConfig(train=tuple(DatasetSpec(path=d) for d in data)), init=init,
+                           stages=stages).to_dict()
 
     if tiny:
         init = InitConfig(tiny=True, smpl=smpl, pose_head=pose_head, pose_decoder=pose_decoder)
@@ -146,6 +160,8 @@ def train_config_cmd(
     pose_decoder: Optional[str] = typer.Option(None, "--pose-decoder", help="Pose decoder folder "
                                                "(`dpmesh train vqvae` writes OUT/pose_decoder)."),
     pose_head: str = typer.Option("vqvae", help="vqvae (the paper) or vposer (the release checkpoints)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Fine-tune this dpmesh weights folder (e.g. a "
+                                          "converted release checkpoint); it is also the student's teacher."),
     steps_per_epoch: int = typer.Option(0, help="Cap on steps per epoch (0 = all data)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
 ):
@@ -156,7 +172,11 @@ def train_config_cmd(
         raise InputError(f"{out} exists (pass --overwrite to replace it)")
     if pose_head not in ("vqvae", "vposer"):
         raise InputError("--pose-head must be vqvae or vposer")
-    if smpl is None:
+    if weights and (tiny or sd15):
+        raise InputError("--weights (fine-tuning) cannot be combined with --tiny or --sd15")
+    if smpl is None and weights:
+        pass  # the weights folder holds smpl/
+    elif smpl is None:
         if not tiny:
             raise InputError("--smpl is required: a weights or SMPL folder holding SMPL_NEUTRAL.npz "
                              "(`dpmesh weights import-smpl`)")
@@ -169,7 +189,8 @@ def train_config_cmd(
         console.print(f"wrote a SYNTHETIC body model and H36M regressor (not SMPL) for the smoke run: {smpl_dir}")
     d = template_config(data=[str(Path(p).expanduser().resolve()) for p in data], smpl=smpl, tiny=tiny, sd15=sd15,
                         controlnet=controlnet, pose_decoder=pose_decoder, pose_head=pose_head,
-                        steps_per_epoch=steps_per_epoch)
+                        steps_per_epoch=steps_per_epoch,
+                        weights=str(Path(weights).expanduser().resolve()) if weights else None)
     TrainConfig.from_dict(d)  # validate before writing
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")

@@ -217,6 +217,10 @@ def build_model(init, *, seed: int = 0) -> tuple[DPMeshModel, str]:
         backbone = DiffusionBackbone.from_pretrained(root)
         regressor = load_regressor(root / "regressor")
         decoder = load_pose_decoder(init.pose_decoder or root / "pose_decoder")
+        if init.pose_head != regressor.config.pose_head:
+            raise ConfigError(f"init.pose_head is {init.pose_head!r} but the weights in {root} use the "
+                              f"{regressor.config.pose_head!r} head; set \"pose_head\": "
+                              f"\"{regressor.config.pose_head}\" in the config's init section")
         if decoder.config.type != regressor.config.pose_head:
             raise ConfigError(f"{root / 'regressor'} predicts for {regressor.config.pose_head!r} but the pose "
                               f"decoder is {decoder.config.type!r}")

@@ -213,8 +213,6 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
             raise InputError(f"{cfg_path} differs from the given configuration in: {', '.join(diff)}; resume with "
                              "the original configuration or choose another --out")
         ckpt = latest_checkpoint(out)
-    elif main:
-        _atomic_write_text(cfg_path, json.dumps(config.to_dict(), indent=2) + "\n")
 
     torch.manual_seed(config.seed * 1000 + rank)
     model, source = build_model(config.init, seed=config.seed)
@@ -229,6 +227,8 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     if n < opt.batch_size:
         raise InputError(f"the training data holds {n} usable persons, fewer than one batch ({opt.batch_size})")
     micro = opt.grad_accumulation
+    if main and not cfg_path.exists():  # written once model and data are known to load
+        _atomic_write_text(cfg_path, json.dumps(config.to_dict(), indent=2) + "\n")
 
     counters = {"stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0}
     state = None
