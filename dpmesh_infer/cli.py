@@ -7,7 +7,6 @@ Every expected failure is a :class:`~dpmesh_infer.errors.DpmeshError`: the CLI p
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path

@@ -36,6 +36,7 @@ import torch
 
 from ..errors import InputError
 from .config import TrainConfig
+from .runlog import append_log, atomic_torch_save, atomic_write_text, truncate_log
 
 __all__ = ["TrainResult", "train_dpmesh", "latest_checkpoint"]
 
@@ -60,22 +61,6 @@ class TrainResult:
     steps: int
     last_epoch: dict[str, float]
     persons: int
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _torch_save(obj, path: Path) -> None:
-    with open(path, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
@@ -108,26 +93,6 @@ class _Window:
 
     def state(self) -> dict:
         return {"sums": dict(self.sums), "n": self.n, "samples": self.samples}
-
-
-def _append_log(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_log(path: Path, global_step: int) -> None:
-    """Drop step/epoch/export records written after the resumed checkpoint (they will be written again)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        rec = json.loads(line)
-        if rec.get("event") in ("step", "epoch", "export") and rec.get("step", 0) > global_step:
-            continue
-        keep.append(line)
-    _atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -228,7 +193,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
         raise InputError(f"the training data holds {n} usable persons, fewer than one batch ({opt.batch_size})")
     micro = opt.grad_accumulation
     if main and not cfg_path.exists():  # written once model and data are known to load
-        _atomic_write_text(cfg_path, json.dumps(config.to_dict(), indent=2) + "\n")
+        atomic_write_text(cfg_path, json.dumps(config.to_dict(), indent=2) + "\n")
 
     counters = {"stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0}
     state = None
@@ -244,12 +209,12 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
         model.load_state_dict(state["model"], strict=False)
         counters = dict(state["counters"])
         if main:
-            _truncate_log(log_path, counters["global_step"])
+            truncate_log(log_path, counters["global_step"])
         log.info("resuming from %s at step %d", ckpt, counters["global_step"])
     elif main:
         if log_path.exists():
             log_path.unlink()
-        _append_log(log_path, {"event": "start", "source": source, "persons": n, "skipped": index.skipped,
+        append_log(log_path, {"event": "start", "source": source, "persons": n, "skipped": index.skipped,
                                "processes": world, "device": str(accelerator.device)})
 
     model = accelerator.prepare_model(model)
@@ -289,12 +254,12 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
                     shutil.rmtree(tmp)
                 tmp.mkdir(parents=True)
             accelerator.wait_for_everyone()
-            _torch_save({"cpu": torch.get_rng_state(),
+            atomic_torch_save({"cpu": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state(accelerator.device)
                          if accelerator.device.type == "cuda" else None}, tmp / f"rng-rank{rank}.pt")
             accelerator.wait_for_everyone()
             if main:
-                _torch_save({"version": CHECKPOINT_VERSION, "world": world, "counters": dict(counters),
+                atomic_torch_save({"version": CHECKPOINT_VERSION, "world": world, "counters": dict(counters),
                              "model": {k: v.cpu() for k, v in raw.trainable_state().items()},
                              "optimizer": optimizer.state_dict(),
                              "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
@@ -302,7 +267,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
                 if final.exists():
                     shutil.rmtree(final)
                 os.replace(tmp, final)
-                _atomic_write_text(out / CKPT_DIR / LATEST, name + "\n")
+                atomic_write_text(out / CKPT_DIR / LATEST, name + "\n")
                 kept = sorted((p for p in (out / CKPT_DIR).iterdir() if p.is_dir() and p.name.startswith("step-")
                                and not p.name.endswith(".tmp")), key=lambda p: p.name)
                 for old in kept[:-config.keep_checkpoints]:
@@ -351,7 +316,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
                     if main:
                         rec = {"event": "step", "stage": stage.name, "epoch": epoch, "step": counters["global_step"],
                                "lr": lr, **window.means(), "samples_per_s": window.samples / max(dt, 1e-9)}
-                        _append_log(log_path, rec)
+                        append_log(log_path, rec)
                         if tb is not None:
                             for k, v in window.means().items():
                                 tb.add_scalar(f"{stage.name}/{k}", v, counters["global_step"])
@@ -367,7 +332,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
             del it, loader
             last_epoch = epoch_win.means()
             if main:
-                _append_log(log_path, {"event": "epoch", "stage": stage.name, "epoch": epoch,
+                append_log(log_path, {"event": "epoch", "stage": stage.name, "epoch": epoch,
                                        "step": counters["global_step"], "lr": lr, **last_epoch})
             counters["epoch"] += 1
             counters["step_in_epoch"] = 0
@@ -378,7 +343,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
             path = export_weights(raw, out / export_name, smpl_source=smpl_source,
                                   source=f"dpmesh train: {source}; stage {export_name}, {counters['global_step']} "
                                          "steps", untrained=config.init.tiny)
-            _append_log(log_path, {"event": "export", "stage": stage.name, "step": counters["global_step"],
+            append_log(log_path, {"event": "export", "stage": stage.name, "step": counters["global_step"],
                                    "path": str(path)})
         accelerator.wait_for_everyone()
         exports[export_name] = out / export_name

@@ -35,10 +35,8 @@ Bookkeeping in ``out_dir``:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +47,7 @@ from ..devices import resolve_device
 from ..errors import ConfigError, InputError
 from ..pose_decoders import PoseDecoderConfig, VQVAEPosePrior, save_pose_decoder
 from ..rotations import axis_angle_to_matrix, orthonormalise
+from .runlog import append_log, atomic_torch_save, truncate_log
 
 __all__ = ["VQVAETrainResult", "load_amass_body_poses", "train_vqvae", "vqvae_command"]
 
@@ -136,15 +135,6 @@ def _new_stats(k: int) -> dict:
     return {"loss": 0.0, "recon": 0.0, "commit": 0.0, "n": 0, "codes": torch.zeros(k, dtype=torch.int64)}
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)
@@ -196,22 +186,6 @@ def _final_eval(prior: VQVAEPosePrior, body_aa: torch.Tensor, batch_size: int, d
     n = body_aa.shape[0]
     usage, perplexity = _usage(counts)
     return {"recon_l1": l1_sum / n, "angle_deg": angle_sum / n, "codebook_usage": usage, "perplexity": perplexity}
-
-
-def _append_log(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_log(path: Path, global_step: int) -> None:
-    """Drop records written after the checkpoint being resumed (they will be written again)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= global_step and json.loads(line)["event"] != "final"]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def train_vqvae(
@@ -297,7 +271,7 @@ def train_vqvae(
             epoch, step_in_epoch, global_step = ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]
             win = {**ckpt["window"], "codes": ckpt["window"]["codes"].cpu()}
             ep = {**ckpt["epoch_stats"], "codes": ckpt["epoch_stats"]["codes"].cpu()}
-            _truncate_log(log_path, global_step)
+            truncate_log(log_path, global_step, drop_events=("final",))
             log.info("resuming from %s at epoch %d, step %d", ckpt_path, epoch, global_step)
         else:
             if log_path.exists():
@@ -307,7 +281,7 @@ def train_vqvae(
             prior.train()
 
         def save_checkpoint() -> None:
-            _atomic_torch_save({
+            atomic_torch_save({
                 "version": CHECKPOINT_VERSION, "settings": settings, "model": prior.state_dict(),
                 "optimiser": optimiser.state_dict(), "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
@@ -334,7 +308,7 @@ def train_vqvae(
                 global_step += 1
                 if global_step % log_every == 0:
                     usage, ppl = _usage(win["codes"])
-                    _append_log(log_path, {"event": "step", "epoch": epoch, "step": global_step,
+                    append_log(log_path, {"event": "step", "epoch": epoch, "step": global_step,
                                            "loss": win["loss"] / win["n"], "recon_l1": win["recon"] / win["n"],
                                            "commitment": win["commit"] / win["n"], "lr": lr,
                                            "codebook_usage": usage, "perplexity": ppl})
@@ -343,7 +317,7 @@ def train_vqvae(
                     save_checkpoint()
             if ep["n"]:
                 usage, ppl = _usage(ep["codes"])
-                _append_log(log_path, {"event": "epoch", "epoch": epoch, "step": global_step,
+                append_log(log_path, {"event": "epoch", "epoch": epoch, "step": global_step,
                                        "loss": ep["loss"] / ep["n"], "recon_l1": ep["recon"] / ep["n"],
                                        "commitment": ep["commit"] / ep["n"], "lr": lr,
                                        "codebook_usage": usage, "perplexity": ppl})
@@ -353,7 +327,7 @@ def train_vqvae(
             save_checkpoint()
 
         final = _final_eval(prior, body_aa, batch_size, dev)
-        _append_log(log_path, {"event": "final", "epoch": epoch, "step": global_step, "frames": n, **final})
+        append_log(log_path, {"event": "final", "epoch": epoch, "step": global_step, "frames": n, **final})
         decoder_dir = save_pose_decoder(prior.pose_decoder, out_dir / DECODER_DIR)
     return VQVAETrainResult(pose_decoder_dir=Path(decoder_dir), steps=global_step, frames=n, **final)
 
