@@ -23,19 +23,21 @@ runner = CliRunner()
 def synth(tmp_path_factory):
     """(dataset dir, synthetic SMPL dir): 6 images of 1-2 people, 192x144."""
     from dpmesh_infer.data.synthetic import generate_synthetic_dataset
-    from dpmesh_infer.testing import write_synthetic_smpl_npz
+    from dpmesh_infer.testing import write_synthetic_h36m_regressor, write_synthetic_smpl_npz
 
     root = tmp_path_factory.mktemp("train_synth")
-    data = generate_synthetic_dataset(root / "data", splits={"train": 6}, persons_per_image=(1, 2),
+    data = generate_synthetic_dataset(root / "data", splits={"train": 6, "test": 2}, persons_per_image=(1, 2),
                                       image_size=(192, 144), seed=3)
     smpl = root / "smpl"
-    write_synthetic_smpl_npz(smpl)
+    npz = write_synthetic_smpl_npz(smpl)
+    write_synthetic_h36m_regressor(npz.parent)
     return data, smpl
 
 
-def _config(synth, *, stages, batch=2, lr=1e-3, augment=None, **kw) -> TrainConfig:
+def _config(synth, *, stages, batch=2, lr=1e-3, augment=None, val=False, **kw) -> TrainConfig:
     data, smpl = synth
-    return TrainConfig(data=DataConfig(train=(DatasetSpec(path=str(data)),), num_workers=0),
+    return TrainConfig(data=DataConfig(train=(DatasetSpec(path=str(data)),), num_workers=0,
+                                       val=DatasetSpec(path=str(data), split="test") if val else None),
                        init=InitConfig(tiny=True, smpl=str(smpl)), stages=stages,
                        optim=OptimConfig(batch_size=batch, lr=lr, lr_final=lr / 10),
                        augment=augment or AugmentConfig(), **kw)
@@ -72,7 +74,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(synth, tmp_path):
     the student stage, last checkpoint at step 4): the resumed run is bit-identical to a straight one."""
     stages = (StageConfig(name="teacher", epochs=1, final_lr_epochs=0, max_steps_per_epoch=3),
               StageConfig(name="student", epochs=1, final_lr_epochs=0, max_steps_per_epoch=3))
-    cfg = _config(synth, stages=stages, checkpoint_every=2, log_every=1)
+    cfg = _config(synth, stages=stages, checkpoint_every=2, log_every=1, val=True)
     straight = train_dpmesh(cfg, tmp_path / "a", device="cpu")
     assert straight.steps == 6 and set(straight.exports) == {"teacher", "student"}
 
@@ -96,6 +98,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(synth, tmp_path):
     assert _records(tmp_path / "a") == _records(run)
     assert [r["step"] for r in _records(run)] == [1, 2, 3, 4, 5, 6]
     assert _records(tmp_path / "a", "epoch") == _records(run, "epoch")
+    # validation metrics at every epoch end, identical after the interruptions
+    evals = _records(run, "eval")
+    assert evals == _records(tmp_path / "a", "eval") and [e["step"] for e in evals] == [3, 6]
+    row = next(r for r in evals[-1]["rows"] if r["subset"] is None)
+    assert row["split"] == "test" and row["evaluated"] > 0 and row["mpjpe"] > 0
     # the student stage really trained with NKR, the teacher stage without
     recs = _records(run)
     assert all("lnkr" not in r for r in recs[:3]) and all(r["lnkr"] > 0 for r in recs[3:])
@@ -208,3 +215,10 @@ def test_fine_tune_release_style_weights_with_a_student_stage(synth, tiny_weight
     with pytest.raises(ConfigError, match="pose_head"):
         train_dpmesh(bad, tmp_path / "run2", device="cpu")
     assert not (tmp_path / "run2" / "train_config.json").exists()  # a failed start leaves no run behind
+    # validation without an H36M regressor fails before any training, naming the file
+    from dpmesh_infer.errors import WeightsError
+
+    no_reg = TrainConfig.from_dict({**d, "data": {**d["data"], "val": {"path": str(data), "split": "test"},
+                                                  "h36m_regressor": str(tmp_path / "nope.npy")}})
+    with pytest.raises(WeightsError, match="nope.npy"):
+        train_dpmesh(no_reg, tmp_path / "run3", device="cpu")

@@ -45,10 +45,18 @@ class DatasetSpec(ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig(ConfigBase):
-    """train: datasets concatenated into one epoch; num_workers: DataLoader workers per process."""
+    """train: datasets concatenated into one epoch; num_workers: DataLoader workers per process.
+
+    val: an evaluation set (GT SMPL needed) scored with MPJPE / PA-MPJPE / MPVE every
+    ``eval_every_epochs`` epochs and at the end of each stage, logged as ``eval`` records (GT meshes use
+    the neutral body). h36m_regressor: ``J_regressor_h36m_correct.npy`` (17×6890) for those metrics;
+    default ``J_regressor_h36m.npy`` beside the training SMPL file.
+    """
 
     train: tuple[DatasetSpec, ...] = ()
     num_workers: int = 4
+    val: DatasetSpec | None = None
+    h36m_regressor: str | None = None
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
@@ -163,6 +171,7 @@ class TrainConfig(ConfigBase):
     mixed_precision: "no", "fp16" or "bf16" (accelerate autocast; CUDA only — "no" on CPU).
     gradient_checkpointing: recompute UNet/ControlNet activations in backward (less memory).
     checkpoint_every: optimiser steps between checkpoints (also at every epoch end);
+    eval_every_epochs: epochs between evaluations on ``data.val`` (and at every stage end);
     keep_checkpoints: how many recent checkpoints to keep; log_every: steps per log.jsonl record;
     tensorboard: also write TensorBoard events (if the tensorboard package is installed).
     """
@@ -182,6 +191,7 @@ class TrainConfig(ConfigBase):
     keep_checkpoints: int = 2
     log_every: int = 20
     tensorboard: bool = False
+    eval_every_epochs: int = 1
 
     def __post_init__(self) -> None:
         if not self.data.train:
@@ -192,5 +202,5 @@ class TrainConfig(ConfigBase):
         if "student" in names and names.index("student") == 0 and not self.init.weights:
             raise ConfigError("a student stage needs a teacher: put a 'teacher' stage first, or start from "
                               "trained weights (init.weights) which then serve as the teacher")
-        if self.checkpoint_every < 1 or self.keep_checkpoints < 1 or self.log_every < 1:
-            raise ConfigError("checkpoint_every, keep_checkpoints and log_every must be >= 1")
+        if min(self.checkpoint_every, self.keep_checkpoints, self.log_every, self.eval_every_epochs) < 1:
+            raise ConfigError("checkpoint_every, keep_checkpoints, log_every and eval_every_epochs must be >= 1")

@@ -186,6 +186,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     params = model.set_trainable(config.train_controlnet)
     smpl_source = Path(config.init.smpl or config.init.weights).expanduser()
 
+    validator = _Validator(config, smpl_source) if config.data.val is not None else None
     index = PersonIndex(config.data.train, model.preprocess)
     samples = TrainSamples(index, config.augment, model.preprocess)
     n = len(index)
@@ -337,6 +338,19 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
             counters["epoch"] += 1
             counters["step_in_epoch"] = 0
             epoch_win = _Window()
+            if validator is not None and (counters["epoch"] % config.eval_every_epochs == 0
+                                          or counters["epoch"] == stage.epochs):
+                if main:
+                    rows = validator(raw, accelerator.device)
+                    append_log(log_path, {"event": "eval", "stage": stage.name, "epoch": epoch,
+                                          "step": counters["global_step"], "rows": rows})
+                    if tb is not None:
+                        for row in rows:
+                            for k in ("mpjpe", "pa_mpjpe", "mpve"):
+                                if row[k] is not None:
+                                    tb.add_scalar(f"eval/{row['split']}/{row['subset'] or 'all'}/{k}", row[k],
+                                                  counters["global_step"])
+                accelerator.wait_for_everyone()
             save_checkpoint()
 
         if main:
@@ -395,6 +409,36 @@ def _step_loss(model, raw, teacher, batch, stage_name: str, config: TrainConfig,
         parts.update(lnkr=lnkr.detach(), **nkr_parts)
     parts["loss"] = loss.detach()
     return loss, parts
+
+
+class _Validator:
+    """Scores the model in training on ``config.data.val`` (rows of :func:`~dpmesh_infer.evaluate.evaluate_dataset`)."""
+
+    def __init__(self, config: TrainConfig, smpl_source: Path) -> None:
+        from ..data.format import Dataset
+        from ..evaluate import H36M_REGRESSOR_FILENAME, load_h36m_regressor
+        from ..weights.smpl import find_smpl_file
+
+        smpl_dir = find_smpl_file(smpl_source).parent
+        path = config.data.h36m_regressor or smpl_dir / H36M_REGRESSOR_FILENAME
+        self.regressor, self.regressor_source, _ = load_h36m_regressor(Path(path).expanduser(), smpl_dir.parent)
+        self.dataset = Dataset(Path(config.data.val.path).expanduser())
+        self.split = config.data.val.split
+        self.dataset.records(self.split)  # fail now, not after the first epoch
+
+    def __call__(self, model, device) -> list[dict]:
+        from ..evaluate import evaluate_dataset
+        from ..pipeline import Pipeline
+        from ..pipeline_config import PipelineConfig
+
+        view = Pipeline(config=PipelineConfig(pose_decoder=model.pose_decoder.config.type,
+                                              preprocess=model.preprocess),
+                        backbone=model.backbone, regressor=model.regressor, pose_decoder=model.pose_decoder,
+                        body=model.body, device=device, dtype=torch.float32)
+        report = evaluate_dataset(view, self.dataset, splits=[self.split], inputs="auto",
+                                  h36m_regressor=self.regressor, gt_bodies={"neutral": model.body},
+                                  allow_neutral_gt=True)
+        return [row.to_dict() for row in report.rows]
 
 
 def _tensorboard(out: Path):
