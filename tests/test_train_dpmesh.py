@@ -222,3 +222,20 @@ def test_fine_tune_release_style_weights_with_a_student_stage(synth, tiny_weight
                                                   "h36m_regressor": str(tmp_path / "nope.npy")}})
     with pytest.raises(WeightsError, match="nope.npy"):
         train_dpmesh(no_reg, tmp_path / "run3", device="cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_mixed_precision_with_gradient_checkpointing(synth, tmp_path, precision):
+    stages = (StageConfig(name="teacher", epochs=1, final_lr_epochs=0, max_steps_per_epoch=3),
+              StageConfig(name="student", epochs=1, final_lr_epochs=0, max_steps_per_epoch=3))
+    cfg = _config(synth, stages=stages, log_every=1, mixed_precision=precision, gradient_checkpointing=True)
+    result = train_dpmesh(cfg, tmp_path / "run", device="auto")
+    recs = _records(tmp_path / "run")
+    assert result.steps == 6 and all(np.isfinite(r["loss"]) for r in recs)
+    start = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert start["device"].startswith("cuda")
+    from dpmesh_infer import Pipeline
+
+    Pipeline.from_pretrained(result.weights_dir, device="cuda")

@@ -296,7 +296,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
                     batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(it).items()}
                     with (accelerator.no_sync(model) if m < micro - 1 else _null()):
                         loss, parts = _step_loss(model, raw, teacher, batch, stage.name, config, supervised_losses,
-                                                 nkr_loss)
+                                                 nkr_loss, accelerator.autocast)
                         accelerator.backward(loss / micro)
                     for k, v in parts.items():
                         values[k] = values.get(k, 0.0) + float(v) / micro
@@ -388,8 +388,10 @@ class _null:
         return False
 
 
-def _step_loss(model, raw, teacher, batch, stage_name: str, config: TrainConfig, supervised_losses, nkr_loss):
-    """Forward one micro-batch; returns (weighted loss, {name: float})."""
+def _step_loss(model, raw, teacher, batch, stage_name: str, config: TrainConfig, supervised_losses, nkr_loss,
+               autocast):
+    """Forward one micro-batch; returns (weighted loss, {name: float}). ``autocast``: the accelerator's
+    mixed-precision context (the prepared student applies it itself; the frozen teacher needs it)."""
     lc = config.loss
     student = stage_name == "student"
     prefix = "student" if student else "teacher"
@@ -401,7 +403,7 @@ def _step_loss(model, raw, teacher, batch, stage_name: str, config: TrainConfig,
     loss = lc.w_2d * terms["l2d"] + lc.w_3d * terms["l3d"] + lc.w_smpl * terms["lsmpl"]
     parts = {k: v.detach() for k, v in terms.items()}
     if student:
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             target = teacher(batch["img_teacher"], batch["joints32_teacher"], batch["mask_teacher"],
                              batch["focal"]).features
         lnkr, nkr_parts = nkr_loss(out.features, target, lc.simclr_temperature)
