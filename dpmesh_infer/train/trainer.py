@@ -38,7 +38,7 @@ from ..errors import InputError
 from .config import TrainConfig
 from .runlog import append_log, atomic_torch_save, atomic_write_text, truncate_log
 
-__all__ = ["TrainResult", "train_dpmesh", "latest_checkpoint"]
+__all__ = ["TrainResult", "train_dpmesh", "latest_checkpoint", "step_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,6 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     from accelerate import Accelerator
 
     from .data import PersonIndex, TrainSamples, collate_samples, step_batches, steps_per_epoch
-    from .losses import nkr_loss, supervised_losses
     from .model import build_model, export_weights, load_teacher
 
     if device not in ("auto", "cpu"):
@@ -295,8 +294,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
                 for m in range(micro):
                     batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(it).items()}
                     with (accelerator.no_sync(model) if m < micro - 1 else _null()):
-                        loss, parts = _step_loss(model, raw, teacher, batch, stage.name, config, supervised_losses,
-                                                 nkr_loss, accelerator.autocast)
+                        loss, parts = step_loss(model, raw.body, teacher, batch, config.loss, accelerator.autocast)
                         accelerator.backward(loss / micro)
                     for k, v in parts.items():
                         values[k] = values.get(k, 0.0) + float(v) / micro
@@ -388,22 +386,27 @@ class _null:
         return False
 
 
-def _step_loss(model, raw, teacher, batch, stage_name: str, config: TrainConfig, supervised_losses, nkr_loss,
-               autocast):
-    """Forward one micro-batch; returns (weighted loss, {name: float}). ``autocast``: the accelerator's
-    mixed-precision context (the prepared student applies it itself; the frozen teacher needs it)."""
-    lc = config.loss
-    student = stage_name == "student"
+def step_loss(model, body, teacher, batch: dict[str, torch.Tensor], lc, autocast=None):
+    """Forward one micro-batch; returns (weighted loss, {name: detached scalar}).
+
+    model: the (possibly DDP-wrapped) student; body: the SMPL body (GT joints for samples with SMPL but no
+    3D joints); teacher: the frozen NKR teacher, or None in a teacher stage (then the clean inputs are
+    used and there is no NKR term); lc: :class:`~.config.LossConfig`; autocast: the accelerator's
+    mixed-precision context factory (the prepared student applies it itself; the teacher needs it).
+    """
+    from .losses import nkr_loss, supervised_losses
+
+    student = teacher is not None
     prefix = "student" if student else "teacher"
     out = model(batch[f"img_{prefix}"], batch[f"joints32_{prefix}"], batch[f"mask_{prefix}"], batch["focal"])
     with torch.no_grad():
-        gt = raw.body(batch["smpl_pose"][:, :3], batch["smpl_pose"][:, 3:], batch["smpl_betas"])
+        gt = body(batch["smpl_pose"][:, :3], batch["smpl_pose"][:, 3:], batch["smpl_betas"])
         gt_joints = gt.joints - gt.joints[:, :1]
     terms = supervised_losses(out, batch, gt_joints)
     loss = lc.w_2d * terms["l2d"] + lc.w_3d * terms["l3d"] + lc.w_smpl * terms["lsmpl"]
     parts = {k: v.detach() for k, v in terms.items()}
     if student:
-        with torch.no_grad(), autocast():
+        with torch.no_grad(), (autocast() if autocast is not None else _null()):
             target = teacher(batch["img_teacher"], batch["joints32_teacher"], batch["mask_teacher"],
                              batch["focal"]).features
         lnkr, nkr_parts = nkr_loss(out.features, target, lc.simclr_temperature)
