@@ -77,7 +77,9 @@ class PreprocessConfig(ConfigBase):
 # --------------------------------------------------------------------------- joint-set mapping
 
 
-def _map_to_j30(kp: np.ndarray, names: tuple[str, ...], add_neck: bool) -> np.ndarray:
+def map_to_j30(kp: np.ndarray, names: tuple[str, ...], add_neck: bool) -> np.ndarray:
+    """(N,J,3) keypoints of the joint set ``names`` (J30 names) -> (N,30,3): copied by name, Pelvis
+    (and Neck with ``add_neck``) = mean of the pair with confidence = product; other slots zero."""
     kp = np.asarray(kp)
     if kp.ndim != 3 or kp.shape[1:] != (len(names), 3):
         raise ValueError(f"expected keypoints of shape (N, {len(names)}, 3), got {kp.shape}")
@@ -98,17 +100,17 @@ def _map_to_j30(kp: np.ndarray, names: tuple[str, ...], add_neck: bool) -> np.nd
 
 def coco17_to_j30(kp: np.ndarray) -> np.ndarray:
     """COCO-17 (N,17,3) [x, y, score] px -> (N,30,3); adds Pelvis and Neck (pair mean, conf product)."""
-    return _map_to_j30(kp, COCO17_NAMES, add_neck=True)
+    return map_to_j30(kp, COCO17_NAMES, add_neck=True)
 
 
 def openpose18_to_j30(kp: np.ndarray) -> np.ndarray:
     """OpenPose-18 (N,18,3) -> (N,30,3); adds Pelvis (hip mean, conf product); Neck is OpenPose's own."""
-    return _map_to_j30(kp, OPENPOSE18_NAMES, add_neck=False)
+    return map_to_j30(kp, OPENPOSE18_NAMES, add_neck=False)
 
 
 def openpose25_to_j30(kp: np.ndarray) -> np.ndarray:
     """OpenPose BODY_25 (N,25,3) -> (N,30,3): the OpenPose-18 subset by name, Pelvis = hip mean."""
-    return _map_to_j30(kp, OPENPOSE25_NAMES, add_neck=False)
+    return map_to_j30(kp, OPENPOSE25_NAMES, add_neck=False)
 
 
 def to_j30(kp: np.ndarray, joint_format: str) -> np.ndarray:

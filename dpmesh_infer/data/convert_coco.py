@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..preprocess import J30_NAMES, coco17_to_j30
+from ..preprocess import coco17_to_j30, map_to_j30
 from .convert_common import (
     CocoFile, ConversionResult, NeuralAnnot, bbox_xywh, check_image_files, image_root_value, image_size,
     infer_split, keypoints_xyv, prepare_out, write_records,
@@ -50,16 +50,7 @@ _SIZE_TOLERANCE_PX = 2.0
 def crowdpose14_to_j30(kp: np.ndarray) -> np.ndarray:
     """CrowdPose-14 (N,14,3) [x, y, v] px -> (N,30,3): copied by name (head -> Head_top, neck -> Neck);
     Pelvis = mean of the hips with v = product, as :func:`~dpmesh_infer.preprocess.coco17_to_j30` does."""
-    kp = np.asarray(kp, dtype=np.float64)
-    if kp.ndim != 3 or kp.shape[1:] != (14, 3):
-        raise ValueError(f"expected keypoints of shape (N, 14, 3), got {kp.shape}")
-    out = np.zeros((kp.shape[0], 30, 3))
-    for src, name in enumerate(CROWDPOSE14_NAMES):
-        out[:, J30_NAMES.index(name)] = kp[:, src]
-    lh, rh = kp[:, CROWDPOSE14_NAMES.index("L_Hip")], kp[:, CROWDPOSE14_NAMES.index("R_Hip")]
-    out[:, 0, :2] = (lh[:, :2] + rh[:, :2]) * 0.5
-    out[:, 0, 2] = lh[:, 2] * rh[:, 2]
-    return out
+    return map_to_j30(np.asarray(kp, dtype=np.float64), CROWDPOSE14_NAMES, add_neck=False)
 
 
 @dataclasses.dataclass(frozen=True)
