@@ -239,3 +239,34 @@ def test_cuda_mixed_precision_with_gradient_checkpointing(synth, tmp_path, preci
     from dpmesh_infer import Pipeline
 
     Pipeline.from_pretrained(result.weights_dir, device="cuda")
+
+
+def test_batches_do_not_depend_on_workers_or_processes(synth):
+    """The data a step sees is fixed by (seed, stage, epoch, step): the same with 0 or 2 loader workers,
+    and the per-process slices of 2 processes together are the single-process batch."""
+    from dpmesh_infer.preprocess import PreprocessConfig
+    from dpmesh_infer.train.data import PersonIndex, TrainSamples, collate_samples, step_batches
+
+    index = PersonIndex((DatasetSpec(path=str(synth[0])),), PreprocessConfig())
+    samples = TrainSamples(index, AugmentConfig(), PreprocessConfig())
+    n = len(index)
+
+    def batches(rank, world, workers, start=0):
+        plan = [mb for step in step_batches(n, seed=4, stage=1, epoch=2, batch_size=4, rank=rank, world=world,
+                                            micro_batches=1, start_step=start) for mb in step]
+        loader = torch.utils.data.DataLoader(samples, batch_sampler=plan, num_workers=workers,
+                                             collate_fn=collate_samples)
+        return plan, list(loader)
+
+    plan0, b0 = batches(0, 1, 0)
+    plan2, b2 = batches(0, 1, 2)
+    assert plan0 == plan2 and len(b0) == n // 4
+    for x, y in zip(b0, b2):
+        assert all(torch.equal(x[k], y[k]) for k in x)
+    r0, _ = batches(0, 2, 0)
+    r1, _ = batches(1, 2, 0)
+    assert [a + b for a, b in zip(r0, r1)] == plan0
+    later, _ = batches(0, 1, 0, start=1)
+    assert later == plan0[1:]  # resuming at step 1 continues the same order
+    other = step_batches(n, seed=4, stage=1, epoch=3, batch_size=4, rank=0, world=1, micro_batches=1, start_step=0)
+    assert [mb for step in other for mb in step] != plan0  # another epoch, another order
