@@ -113,7 +113,7 @@ def template_config(*, data: list[str], smpl: str | None, tiny: bool, sd15: str 
     ``weights``: fine-tune an existing weights folder (e.g. a converted release checkpoint): it is the
     student's initialisation and its teacher, so the template has only a student stage.
     """
-    from .config import DatasetSpec, DataConfig, InitConfig, StageConfig, TrainConfig
+    from .config import DatasetSpec, DataConfig, InitConfig, OptimConfig, StageConfig, TrainConfig
 
     if weights:
         from ..pipeline_config import load_pipeline_config
@@ -128,11 +128,9 @@ def template_config(*, data: list[str], smpl: str | None, tiny: bool, sd15: str 
         init = InitConfig(tiny=True, smpl=smpl, pose_head=pose_head, pose_decoder=pose_decoder)
         stages = (StageConfig(name="teacher", epochs=2, final_lr_epochs=1, max_steps_per_epoch=steps_per_epoch),
                   StageConfig(name="student", epochs=2, final_lr_epochs=1, max_steps_per_epoch=steps_per_epoch))
-        cfg = TrainConfig(data=DataConfig(train=tuple(DatasetSpec(path=d) for d in data), num_workers=0),
-                          init=init, stages=stages, checkpoint_every=50, log_every=5)
-        d = cfg.to_dict()
-        d["optim"].update(batch_size=4, lr=1e-3, lr_final=1e-4)
-        return d
+        return TrainConfig(data=DataConfig(train=tuple(DatasetSpec(path=d) for d in data), num_workers=0),
+                           init=init, stages=stages, optim=OptimConfig(batch_size=4, lr=1e-3, lr_final=1e-4),
+                           checkpoint_every=50, log_every=5).to_dict()
     init = InitConfig(sd15=sd15 or "runwayml/stable-diffusion-v1-5",
                       controlnet=controlnet if controlnet is not None else "lllyasviel/sd-controlnet-openpose",
                       pose_decoder=pose_decoder or "runs/vqvae/pose_decoder", pose_head=pose_head, smpl=smpl)

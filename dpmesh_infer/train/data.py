@@ -21,7 +21,7 @@ import torch
 
 from ..data.format import Dataset, DatasetError
 
-__all__ = ["PersonRef", "PersonIndex", "TrainSamples", "epoch_order", "step_batches"]
+__all__ = ["PersonRef", "PersonIndex", "TrainSamples", "epoch_order", "mix_seed", "step_batches", "steps_per_epoch"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class PersonIndex:
         return len(self.refs)
 
 
-def _mix(*parts: int) -> int:
+def mix_seed(*parts: int) -> int:
     """A 63-bit seed from integers (SeedSequence-based, stable across platforms)."""
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, dtype=np.uint32)
                .astype(np.uint64).dot(np.array([1 << 32, 1], dtype=np.uint64)) & ((1 << 63) - 1))
@@ -73,7 +73,7 @@ def _mix(*parts: int) -> int:
 
 def epoch_order(n: int, seed: int, stage: int, epoch: int) -> np.ndarray:
     """The permutation of the n persons used in (stage, epoch)."""
-    return np.random.default_rng(_mix(seed, stage, epoch, 0x5EED)).permutation(n)
+    return np.random.default_rng(mix_seed(seed, stage, epoch, 0x5EED)).permutation(n)
 
 
 def step_batches(n: int, *, seed: int, stage: int, epoch: int, batch_size: int, rank: int, world: int,
@@ -81,18 +81,17 @@ def step_batches(n: int, *, seed: int, stage: int, epoch: int, batch_size: int, 
     """Yield, for each optimiser step from ``start_step``, the list of micro-batches of this process:
     each micro-batch a list of (person position, sample seed)."""
     order = epoch_order(n, seed, stage, epoch)
-    steps = n // batch_size
-    if max_steps:
-        steps = min(steps, max_steps)
+    steps = steps_per_epoch(n, batch_size, max_steps)
     per_rank = batch_size // world
     micro = per_rank // micro_batches
     for step in range(start_step, steps):
         base = step * batch_size + rank * per_rank
-        items = [(int(order[base + i]), _mix(seed, stage, epoch, base + i)) for i in range(per_rank)]
+        items = [(int(order[base + i]), mix_seed(seed, stage, epoch, base + i)) for i in range(per_rank)]
         yield [items[m * micro:(m + 1) * micro] for m in range(micro_batches)]
 
 
 def steps_per_epoch(n: int, batch_size: int, max_steps: int = 0) -> int:
+    """Optimiser steps of one epoch: whole global batches of the n persons, capped at max_steps (0 = no cap)."""
     steps = n // batch_size
     return min(steps, max_steps) if max_steps else steps
 
@@ -121,11 +120,11 @@ class TrainSamples(torch.utils.data.Dataset):
             image = load_image(path)
         except ImageError as e:
             raise DatasetError(f"training image {path} (record {rec.index} of {ds.root}) cannot be read: {e}") from e
-        if image.shape[:2] != (rec.height, rec.width):
-            raise DatasetError(f"{path} is {image.shape[1]}x{image.shape[0]} but its record says "
-                               f"{rec.width}x{rec.height}")
-        sample = make_training_sample(image, rec, ref.person, np.random.default_rng(seed), self.augment_cfg,
-                                      self.preprocess_cfg, train=True)
+        try:
+            sample = make_training_sample(image, rec, ref.person, np.random.default_rng(seed), self.augment_cfg,
+                                          self.preprocess_cfg, train=True)
+        except ValueError as e:  # e.g. the image's size differs from its record's
+            raise DatasetError(f"training image {path} (record {rec.index} of {ds.root}): {e}") from e
         return {k: torch.as_tensor(np.asarray(v)) for k, v in sample.items()}
 
 

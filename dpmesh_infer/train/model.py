@@ -20,7 +20,6 @@ from ..preprocess import PreprocessConfig
 
 __all__ = ["TrainOutputs", "DPMeshModel", "build_model", "export_weights", "load_teacher"]
 
-CROP = 256
 
 
 @dataclasses.dataclass
@@ -143,7 +142,7 @@ def _dpmesh_controlnet(controlnet, unet, num_joints: int):
 def _from_sd15(init, seed: int):
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 
-    from ..backbone import BackboneConfig, DiffusionBackbone
+    from ..backbone import BackboneAdapter, BackboneConfig, DiffusionBackbone
     from ..pose_decoders import load_pose_decoder
     from ..regressor import Regressor, RegressorConfig
 
@@ -156,8 +155,6 @@ def _from_sd15(init, seed: int):
     torch.manual_seed(seed)
     bcfg = BackboneConfig(unet_channels=tuple(unet.config.block_out_channels),
                           cross_attention_dim=int(unet.config.cross_attention_dim))
-    from ..backbone import BackboneAdapter
-
     controlnet = _dpmesh_controlnet(base_cn, unet, bcfg.num_joints)
     backbone = DiffusionBackbone(bcfg, vae=vae, unet=unet, controlnet=controlnet, adapter=BackboneAdapter(bcfg))
     decoder = load_pose_decoder(init.pose_decoder)
@@ -199,33 +196,26 @@ def build_model(init, *, seed: int = 0) -> tuple[DPMeshModel, str]:
         ConfigError: the sources do not fit together (e.g. pose head vs decoder type).
     """
     from ..body import load_smpl
-    from ..pipeline_config import load_pipeline_config
 
-    preprocess = PreprocessConfig()
+    preprocess, body = PreprocessConfig(), None
     if init.weights:
-        from ..backbone import DiffusionBackbone
-        from ..pipeline import missing_weight_files
         from ..pose_decoders import load_pose_decoder
-        from ..regressor import load_regressor
 
         root = Path(init.weights).expanduser()
-        missing = missing_weight_files(root)
-        if missing:
-            raise WeightsError(f"init.weights {root} is incomplete; missing: {', '.join(missing)}")
-        pcfg = load_pipeline_config(root)
-        preprocess = pcfg.preprocess
-        backbone = DiffusionBackbone.from_pretrained(root)
-        regressor = load_regressor(root / "regressor")
-        decoder = load_pose_decoder(init.pose_decoder or root / "pose_decoder")
+        pipe = _load_weights(root, torch.device("cpu"))  # completeness and component-agreement checks
+        backbone, regressor, decoder, preprocess = pipe.backbone, pipe.regressor, pipe.pose_decoder, \
+            pipe.config.preprocess
         if init.pose_head != regressor.config.pose_head:
             raise ConfigError(f"init.pose_head is {init.pose_head!r} but the weights in {root} use the "
                               f"{regressor.config.pose_head!r} head; set \"pose_head\": "
                               f"\"{regressor.config.pose_head}\" in the config's init section")
-        if decoder.config.type != regressor.config.pose_head:
-            raise ConfigError(f"{root / 'regressor'} predicts for {regressor.config.pose_head!r} but the pose "
-                              f"decoder is {decoder.config.type!r}")
+        if init.pose_decoder:
+            decoder = load_pose_decoder(init.pose_decoder)
+            if decoder.config.type != regressor.config.pose_head:
+                raise ConfigError(f"{root / 'regressor'} predicts for {regressor.config.pose_head!r} but the pose "
+                                  f"decoder {init.pose_decoder} is {decoder.config.type!r}")
         source = f"fine-tuned from {root}"
-        smpl_src = init.smpl or root
+        smpl_src, body = init.smpl, None if init.smpl else pipe.body
     elif init.sd15:
         backbone, regressor, decoder = _from_sd15(init, seed)
         source = f"Stable Diffusion 1.5 {init.sd15}" + (f" + ControlNet {init.controlnet}" if init.controlnet else "")
@@ -234,7 +224,8 @@ def build_model(init, *, seed: int = 0) -> tuple[DPMeshModel, str]:
         backbone, regressor, decoder = _tiny(init, seed)
         source = "tiny random-init models (tests / smoke runs)"
         smpl_src = init.smpl
-    body = load_smpl(Path(smpl_src).expanduser())
+    if body is None:
+        body = load_smpl(Path(smpl_src).expanduser())
     return DPMeshModel(backbone=backbone, regressor=regressor, pose_decoder=decoder, body=body,
                        preprocess=preprocess), source
 
@@ -282,17 +273,17 @@ def export_weights(model: DPMeshModel, out_dir: str | Path, *, smpl_source: str 
     return out
 
 
+def _load_weights(root: Path, device: torch.device):
+    """A weights directory's components, loaded and cross-checked by ``Pipeline.from_pretrained`` (fp32)."""
+    from ..pipeline import Pipeline
+
+    return Pipeline.from_pretrained(root, device=device, dtype=torch.float32)
+
+
 def load_teacher(weights_dir: str | Path, device: torch.device) -> DPMeshModel:
     """A frozen, eval-mode model from an exported weights directory (the NKR teacher)."""
-    from ..backbone import DiffusionBackbone
-    from ..body import load_smpl
-    from ..pipeline_config import load_pipeline_config
-    from ..pose_decoders import load_pose_decoder
-    from ..regressor import load_regressor
-
-    root = Path(weights_dir)
-    model = DPMeshModel(backbone=DiffusionBackbone.from_pretrained(root), regressor=load_regressor(root / "regressor"),
-                        pose_decoder=load_pose_decoder(root / "pose_decoder"), body=load_smpl(root),
-                        preprocess=load_pipeline_config(root).preprocess)
+    pipe = _load_weights(Path(weights_dir), device)
+    model = DPMeshModel(backbone=pipe.backbone, regressor=pipe.regressor, pose_decoder=pipe.pose_decoder,
+                        body=pipe.body, preprocess=pipe.config.preprocess)
     model.requires_grad_(False)
     return model.to(device).eval()

@@ -22,6 +22,7 @@ Bookkeeping in ``OUT`` (see :func:`train_dpmesh`):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -109,7 +110,7 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 def _teacher_source(config: TrainConfig, out: Path, stage_index: int) -> Path:
     for prev in range(stage_index - 1, -1, -1):
         if config.stages[prev].name == "teacher":
-            return out / config.stages[prev].name
+            return out / _stage_export_name(config, prev)
     return Path(config.init.weights).expanduser()
 
 
@@ -220,7 +221,6 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     model = accelerator.prepare_model(model)
     raw = accelerator.unwrap_model(model)
     tb = _tensorboard(out) if (config.tensorboard and main) else None
-    exports: dict[str, Path] = {}
     last_epoch: dict[str, float] = {}
 
     for s in range(counters["stage"], len(config.stages)):
@@ -293,7 +293,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
                 values: dict[str, float] = {}
                 for m in range(micro):
                     batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(it).items()}
-                    with (accelerator.no_sync(model) if m < micro - 1 else _null()):
+                    with (accelerator.no_sync(model) if m < micro - 1 else contextlib.nullcontext()):
                         loss, parts = step_loss(model, raw.body, teacher, batch, config.loss, accelerator.autocast)
                         accelerator.backward(loss / micro)
                     for k, v in parts.items():
@@ -358,32 +358,22 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
             append_log(log_path, {"event": "export", "stage": stage.name, "step": counters["global_step"],
                                    "path": str(path)})
         accelerator.wait_for_everyone()
-        exports[export_name] = out / export_name
         counters.update(stage=s + 1, epoch=0, step_in_epoch=0)
         state = None
         save_checkpoint()
         del teacher
     if tb is not None:
         tb.close()
-    for i in range(len(config.stages)):
-        exports.setdefault(_stage_export_name(config, i), out / _stage_export_name(config, i))
-    final = exports[_stage_export_name(config, len(config.stages) - 1)]
-    return TrainResult(weights_dir=final, exports=exports, steps=counters["global_step"], last_epoch=last_epoch,
-                       persons=n)
+    names = [_stage_export_name(config, i) for i in range(len(config.stages))]
+    exports = {name: out / name for name in names}
+    return TrainResult(weights_dir=exports[names[-1]], exports=exports, steps=counters["global_step"],
+                       last_epoch=last_epoch, persons=n)
 
 
 def _stage_seed(seed: int, stage: int, rank: int) -> int:
-    from .data import _mix
+    from .data import mix_seed
 
-    return _mix(seed, stage, rank, 0x57A6E)
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+    return mix_seed(seed, stage, rank, 0x57A6E)
 
 
 def step_loss(model, body, teacher, batch: dict[str, torch.Tensor], lc, autocast=None):
@@ -406,7 +396,7 @@ def step_loss(model, body, teacher, batch: dict[str, torch.Tensor], lc, autocast
     loss = lc.w_2d * terms["l2d"] + lc.w_3d * terms["l3d"] + lc.w_smpl * terms["lsmpl"]
     parts = {k: v.detach() for k, v in terms.items()}
     if student:
-        with torch.no_grad(), (autocast() if autocast is not None else _null()):
+        with torch.no_grad(), (autocast() if autocast is not None else contextlib.nullcontext()):
             target = teacher(batch["img_teacher"], batch["joints32_teacher"], batch["mask_teacher"],
                              batch["focal"]).features
         lnkr, nkr_parts = nkr_loss(out.features, target, lc.simclr_temperature)
