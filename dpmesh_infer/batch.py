@@ -227,7 +227,8 @@ def write_image_outputs(result, faces: np.ndarray, folder: Path, *, image: np.nd
                         renderer=None) -> None:
     """params.npz, person_NN.obj, scene.glb, with a ``renderer`` (and the photo ``image``) overlay.png
     and side.png, then people.json (the completion mark), all atomic."""
-    from .export import atomic_write_bytes, save_json, save_mesh, save_npz
+    from .atomic import write_bytes
+    from .export import save_json, save_mesh, save_npz
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DONE_FILE).unlink(missing_ok=True)  # redoing: the folder is unfinished until the end
@@ -237,7 +238,7 @@ def write_image_outputs(result, faces: np.ndarray, folder: Path, *, image: np.nd
         write_renders(renderer, result, faces, image, folder / RENDER_FILES[0], folder / RENDER_FILES[1])
     save_npz(result, folder / "params.npz")
     for i, p in enumerate(result.persons):
-        atomic_write_bytes(folder / f"person_{i:02d}.obj", _person_obj(p.vertices, faces))
+        write_bytes(folder / f"person_{i:02d}.obj", _person_obj(p.vertices, faces))
     save_mesh(result, faces, folder / "scene.glb")
     save_json(result, folder / DONE_FILE)
 
@@ -245,13 +246,13 @@ def write_image_outputs(result, faces: np.ndarray, folder: Path, *, image: np.nd
 def write_renders(renderer, result, faces: np.ndarray, image: np.ndarray, overlay_path: Path,
                   side_path: Path) -> None:
     """Render the overlay over ``image`` and the side view (image size), written atomically as PNG."""
-    from .export import atomic_write_bytes
+    from .atomic import write_bytes
     from .render import encode_png
 
     overlay = renderer.overlay(image, result, faces)
     side = renderer.side_view(result, faces, size=(image.shape[1], image.shape[0]))
-    atomic_write_bytes(overlay_path, encode_png(overlay))
-    atomic_write_bytes(side_path, encode_png(side))
+    write_bytes(overlay_path, encode_png(overlay))
+    write_bytes(side_path, encode_png(side))
 
 
 class BatchRunner:

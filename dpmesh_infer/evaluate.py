@@ -33,12 +33,12 @@ import logging
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from .atomic import write_text
 from .errors import InputError, WeightsError
 from .metrics import evaluate_meshes
 
@@ -484,15 +484,7 @@ def write_report(report: EvaluationReport, path: str | os.PathLike, *, per_perso
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report.to_dict(per_person=per_person), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, text)
 
 
 def _out_path(out: Path | None, dataset_name: str) -> Path:

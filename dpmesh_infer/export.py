@@ -7,35 +7,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_bytes
 from .errors import InputError
 from .outputs import SCHEMA_VERSION, ImageResult
 
 MESH_SUFFIXES = (".obj", ".ply", ".glb")
 SUFFIXES = (".npz", ".json") + MESH_SUFFIXES
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def result_to_dict(result: ImageResult) -> dict:
@@ -73,7 +54,7 @@ def result_to_dict(result: ImageResult) -> dict:
 
 
 def save_json(result: ImageResult, path: str | Path) -> Path:
-    return atomic_write_bytes(path, (json.dumps(result_to_dict(result), indent=1) + "\n").encode())
+    return write_bytes(path, (json.dumps(result_to_dict(result), indent=1) + "\n").encode())
 
 
 def save_npz(result: ImageResult, path: str | Path) -> Path:
@@ -82,7 +63,7 @@ def save_npz(result: ImageResult, path: str | Path) -> Path:
     arrays = result.stacked()
     arrays["schema_version"] = np.asarray(SCHEMA_VERSION, dtype=np.int64)
     np.savez(buf, **arrays)
-    return atomic_write_bytes(path, buf.getvalue())
+    return write_bytes(path, buf.getvalue())
 
 
 #: OpenCV camera (y down, z forward) -> glTF/OpenGL camera (y up, z toward the viewer).
@@ -129,7 +110,7 @@ def save_mesh(result: ImageResult, faces: np.ndarray, path: str | Path) -> Path:
         data = build_scene(result, faces, gl_frame=suffix == ".glb").export(file_type=suffix[1:])
     if isinstance(data, str):
         data = data.encode()
-    return atomic_write_bytes(path, data)
+    return write_bytes(path, data)
 
 
 def save_result(result: ImageResult, faces: np.ndarray, path: str | Path) -> Path:

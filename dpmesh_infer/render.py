@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .errors import DpmeshError
+from .errors import RenderError
 
 #: OpenCV camera frame (x right, y down, z forward) -> OpenGL (y up, z toward the viewer):
 #: 180 degrees about x.
@@ -40,12 +40,6 @@ INSTALL_HINT = (
     "libgl1-mesa-dri), or OSMesa (apt-get install libosmesa6, and pip install PyOpenGL==3.1.10). "
     "Set PYOPENGL_PLATFORM=egl or osmesa to force one."
 )
-
-
-class RenderError(DpmeshError):
-    """No headless OpenGL backend could be started, or a render failed."""
-
-    exit_code = 1
 
 
 def person_colors(n: int, seed: int = 299) -> np.ndarray:

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import DatasetError
+from ..atomic import write_text, write_with
+from ..errors import DatasetError
 
 __all__ = ["AMASS_SUMMARY_FORMAT", "AmassConversionResult", "convert_amass"]
 
@@ -102,12 +103,7 @@ def convert_amass(
             skipped.append((rel.as_posix(), str(e)))
             log.warning("skipped %s: %s", path, e)
             continue
-        dst = out / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, dst)
+        write_with(out / rel, lambda f, arrays=arrays: np.savez_compressed(f, **arrays))
         written.append({"path": rel.as_posix(), **info})
         total += info["frames"]
     if not written:
@@ -117,9 +113,7 @@ def convert_amass(
     summary = {"format": AMASS_SUMMARY_FORMAT, "version": 1, "source": str(src.resolve()), "target_fps": target_fps,
                "zero_hands": zero_hands, "files": written, "frames": total,
                "skipped": [{"path": p, "reason": r} for p, r in skipped]}
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "summary.json")
+    write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return AmassConversionResult(out=out, files=len(written), frames=total, skipped=skipped)
 
 

@@ -53,7 +53,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import InputError
+from ..atomic import AtomicFile, write_text
+from ..errors import DatasetError
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "DatasetError", "SMPLParams", "PersonAnnotation", "ImageAnnotation",
@@ -65,10 +66,6 @@ FORMAT_VERSION = 1
 NUM_JOINTS = 30
 INPUT_FORMATS = {"coco17": 17, "openpose18": 18, "openpose25": 25, "j30": 30}
 GENDERS = ("neutral", "male", "female")
-
-
-class DatasetError(InputError):
-    """A dataset directory or record is malformed."""
 
 
 # --------------------------------------------------------------------------- records
@@ -287,30 +284,26 @@ class DatasetWriter:
             raise ValueError(f"bad split name {split!r}")
         f = self._files.get(split)
         if f is None:
-            f = open(self.root / "annotations" / f"{split}.jsonl.tmp", "w", encoding="utf-8")
+            f = AtomicFile(self.root / "annotations" / f"{split}.jsonl", "w")
             self._files[split] = f
             self.counts[split] = {"images": 0, "persons": 0}
-        f.write(json.dumps(encode_image(record), separators=(",", ":")) + "\n")
+        f.file.write(json.dumps(encode_image(record), separators=(",", ":")) + "\n")
         self.counts[split]["images"] += 1
         self.counts[split]["persons"] += len(record.persons)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        for split, f in self._files.items():
-            f.close()
-            tmp = self.root / "annotations" / f"{split}.jsonl.tmp"
+        for f in self._files.values():
             if exc_type is None:
-                os.replace(tmp, tmp.with_suffix(""))
+                f.commit()
             else:
-                tmp.unlink(missing_ok=True)
+                f.discard()
         if exc_type is not None:
             return
         meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "name": self.name,
                 "image_root": self.image_root,
                 "splits": {s: f"annotations/{s}.jsonl" for s in sorted(self._files)},
                 "counts": self.counts, "source": self.source, "notes": self.notes}
-        tmp = self.root / "dataset.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.root / "dataset.json")
+        write_text(self.root / "dataset.json", json.dumps(meta, indent=2) + "\n")
 
 
 class Dataset:

@@ -28,23 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..errors import WeightsError
+from ..atomic import write_with
+from ..errors import DetectorWeightsError, UnknownDetectorError
 
 logger = logging.getLogger(__name__)
 
 DETECTORS_SUBDIR = "detectors"
 CONVERTED_SUFFIX = ".state_dict.pth"
 NO_DOWNLOAD_ENV = "DPMESH_NO_DOWNLOAD"
-
-
-class DetectorWeightsError(WeightsError):
-    """Detector weights are missing (offline / downloads disabled), corrupt, or do not fit the model."""
-
-
-class UnknownDetectorError(WeightsError):
-    """The detector name is not in :data:`DETECTORS`."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -361,14 +352,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, source
 
     dst = Path(dst)
     state = read_state_dict(src)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
-    os.close(fd)
-    try:
-        torch.save({"state_dict": state, "meta": {"source": str(source or src), "converted_by": "dpmesh-infer"}},
-                   tmp_name)  # fmt: skip
-        os.replace(tmp_name, dst)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    payload = {"state_dict": state, "meta": {"source": str(source or src), "converted_by": "dpmesh-infer"}}
+    write_with(dst, lambda f: torch.save(payload, f))
     logger.info("converted %s -> %s (%d tensors)", source or src, dst, len(state))
     return dst

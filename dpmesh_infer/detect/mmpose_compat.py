@@ -36,7 +36,7 @@ from importlib import metadata
 import numpy as np
 import torch
 
-from ..errors import DpmeshError
+from ..errors import CompiledOpUnavailable, DetectorStackError, DpmeshError
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +51,6 @@ INSTALL_HINT = (
     "    python3 -m pip install --no-deps mmengine==0.10.7 mmcv-lite==2.1.0 mmdet==3.3.0 mmpose==1.3.2\n"
     "    python3 -m pip install --no-deps --no-build-isolation --no-binary xtcocotools xtcocotools==1.14.3"
 )
-
-
-class DetectorStackError(DpmeshError):
-    """The OpenMMLab stack (mmengine / mmcv / mmdet / mmpose) is missing or does not import."""
-
-
-class CompiledOpUnavailable(DpmeshError, RuntimeError):
-    """A compiled mmcv op other than NMS was called; mmcv-lite has none."""
 
 
 # --------------------------------------------------------------------------- pure-torch NMS

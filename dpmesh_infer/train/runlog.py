@@ -1,14 +1,13 @@
-"""Run-directory bookkeeping shared by the trainers: JSON-lines logs and atomic file writes."""
+"""Run-directory bookkeeping shared by the trainers: JSON-lines logs."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import torch
+from ..atomic import write_text
 
-__all__ = ["append_log", "truncate_log", "atomic_write_text", "atomic_torch_save"]
+__all__ = ["append_log", "truncate_log"]
 
 
 def append_log(path: Path, record: dict) -> None:
@@ -31,24 +30,4 @@ def truncate_log(path: Path, step: int, *, drop_events: tuple[str, ...] = ()) ->
         rec = json.loads(line)
         if rec.get("step", 0) <= step and rec.get("event") not in drop_events:
             keep.append(line)
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file, fsync, rename over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file, fsync, rename over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in keep))

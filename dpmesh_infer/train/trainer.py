@@ -27,7 +27,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -37,7 +36,8 @@ import torch
 
 from ..errors import InputError
 from .config import TrainConfig
-from .runlog import append_log, atomic_torch_save, atomic_write_text, truncate_log
+from ..atomic import replace_dir, write_text, write_with
+from .runlog import append_log, truncate_log
 
 __all__ = ["TrainResult", "train_dpmesh", "latest_checkpoint", "step_loss"]
 
@@ -194,7 +194,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
         raise InputError(f"the training data holds {n} usable persons, fewer than one batch ({opt.batch_size})")
     micro = opt.grad_accumulation
     if main and not cfg_path.exists():  # written once model and data are known to load
-        atomic_write_text(cfg_path, json.dumps(config.to_dict(), indent=2) + "\n")
+        write_text(cfg_path, json.dumps(config.to_dict(), indent=2) + "\n")
 
     counters = {"stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0}
     state = None
@@ -254,20 +254,19 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
                     shutil.rmtree(tmp)
                 tmp.mkdir(parents=True)
             accelerator.wait_for_everyone()
-            atomic_torch_save({"cpu": torch.get_rng_state(),
-                         "cuda": torch.cuda.get_rng_state(accelerator.device)
-                         if accelerator.device.type == "cuda" else None}, tmp / f"rng-rank{rank}.pt")
+            rng = {"cpu": torch.get_rng_state(),
+                   "cuda": torch.cuda.get_rng_state(accelerator.device) if accelerator.device.type == "cuda" else None}
+            write_with(tmp / f"rng-rank{rank}.pt", lambda f: torch.save(rng, f))
             accelerator.wait_for_everyone()
             if main:
-                atomic_torch_save({"version": CHECKPOINT_VERSION, "world": world, "counters": dict(counters),
-                             "model": {k: v.cpu() for k, v in raw.trainable_state().items()},
-                             "optimizer": optimizer.state_dict(),
-                             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                             "window": window.state(), "epoch_window": epoch_win.state()}, tmp / "state.pt")
-                if final.exists():
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-                atomic_write_text(out / CKPT_DIR / LATEST, name + "\n")
+                payload = {"version": CHECKPOINT_VERSION, "world": world, "counters": dict(counters),
+                           "model": {k: v.cpu() for k, v in raw.trainable_state().items()},
+                           "optimizer": optimizer.state_dict(),
+                           "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                           "window": window.state(), "epoch_window": epoch_win.state()}
+                write_with(tmp / "state.pt", lambda f: torch.save(payload, f))
+                replace_dir(tmp, final)
+                write_text(out / CKPT_DIR / LATEST, name + "\n")
                 kept = sorted((p for p in (out / CKPT_DIR).iterdir() if p.is_dir() and p.name.startswith("step-")
                                and not p.name.endswith(".tmp")), key=lambda p: p.name)
                 for old in kept[:-config.keep_checkpoints]:

@@ -47,7 +47,8 @@ from ..devices import resolve_device
 from ..errors import ConfigError, InputError
 from ..pose_decoders import PoseDecoderConfig, VQVAEPosePrior, save_pose_decoder
 from ..rotations import axis_angle_to_matrix, orthonormalise
-from .runlog import append_log, atomic_torch_save, truncate_log
+from ..atomic import write_with
+from .runlog import append_log, truncate_log
 
 __all__ = ["VQVAETrainResult", "load_amass_body_poses", "train_vqvae", "vqvae_command"]
 
@@ -281,13 +282,14 @@ def train_vqvae(
             prior.train()
 
         def save_checkpoint() -> None:
-            atomic_torch_save({
+            checkpoint = {
                 "version": CHECKPOINT_VERSION, "settings": settings, "model": prior.state_dict(),
                 "optimiser": optimiser.state_dict(), "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
                 "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
                 "window": win, "epoch_stats": ep,
-            }, ckpt_path)
+            }
+            write_with(ckpt_path, lambda f: torch.save(checkpoint, f))
 
         while epoch < epochs:
             order = _epoch_order(n, seed, epoch)

@@ -39,15 +39,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from ..atomic import write_with
 from ..errors import WeightsError
 
 logger = logging.getLogger(__name__)
@@ -405,21 +404,6 @@ def read_smpl_source(src: str | Path) -> dict[str, np.ndarray]:
     return validate_smpl_arrays(raw, where=str(src))
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through ``write(fileobj)`` into a temporary file next to ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_smpl_npz(
     arrays: Mapping[str, np.ndarray], folder: str | Path, *, source_name: str = "", source_sha256: str = ""
 ) -> Path:
@@ -429,7 +413,7 @@ def write_smpl_npz(
     payload["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
     payload["source_name"] = np.array(source_name)
     payload["source_sha256"] = np.array(source_sha256)
-    _atomic_write(path, lambda fh: np.savez(fh, **payload))
+    write_with(path, lambda fh: np.savez(fh, **payload))
     return path
 
 
@@ -478,7 +462,7 @@ def import_smpl(src: str | Path, weights_dir: str | Path, extra_regressor: str |
     folder = smpl_folder(weights_dir)
     out = write_smpl_npz(arrays, folder, source_name=src_path.name, source_sha256=digest)
     if extra is not None:
-        _atomic_write(folder / EXTRA_REGRESSOR_FILENAME, lambda fh: np.save(fh, extra, allow_pickle=False))
+        write_with(folder / EXTRA_REGRESSOR_FILENAME, lambda fh: np.save(fh, extra, allow_pickle=False))
     logger.info("imported SMPL neutral model from %s into %s", src_path, out)
     return out
 

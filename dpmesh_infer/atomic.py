@@ -1,0 +1,188 @@
+"""The one atomic writer: files and folders appear complete or not at all.
+
+A file is written to a uniquely named temporary file in the same folder (so the rename cannot cross a
+filesystem), flushed, optionally fsync'ed, given the permissions the user's umask asks for (temporary
+files are created 0600), then renamed over the target with ``os.replace``. A reader therefore sees
+either the old file or the new one, never a partial one, even if the process is killed (``kill -9``)
+half-way. With ``fsync=True`` the data is also on disk before the rename, so the new file survives a
+power loss or kernel crash once the call returns; with ``fsync=False`` a crash of the machine (not of
+the process) may leave the new name empty or the old version in place.
+
+Folders: :func:`staging_dir` makes a uniquely named sibling to fill, :func:`replace_dir` swaps it into
+place (an existing folder is moved aside first and removed only once the new one is in place).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+_UMASK: int | None = None
+_UMASK_LOCK = threading.Lock()
+
+
+def umask() -> int:
+    """The process umask (read once; from /proc on Linux, which does not change it even briefly)."""
+    global _UMASK
+    if _UMASK is None:
+        with _UMASK_LOCK:
+            if _UMASK is None:
+                value = None
+                try:
+                    for line in Path("/proc/self/status").read_text().splitlines():
+                        if line.startswith("Umask:"):
+                            value = int(line.split()[1], 8)
+                            break
+                except (OSError, ValueError):
+                    value = None
+                if value is None:  # no /proc: the classic set-and-restore
+                    value = os.umask(0o022)
+                    os.umask(value)
+                _UMASK = value
+    return _UMASK
+
+
+def file_mode() -> int:
+    """Permissions of a new regular file under the current umask (0o644 for umask 022)."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """Permissions of a new folder under the current umask (0o755 for umask 022)."""
+    return 0o777 & ~umask()
+
+
+class AtomicFile:
+    """A temporary file that becomes ``path`` on :meth:`commit` (or is removed by :meth:`discard`).
+
+    For writers that stream into a file over time (``mode`` "wb" or "w")::
+
+        f = AtomicFile(path, "w")
+        f.file.write(...)
+        f.commit()        # or f.discard() on failure
+
+    As a context manager it commits on a normal exit and discards on an exception.
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: str = "wb", *, fsync: bool = True,
+                 encoding: str = "utf-8") -> None:
+        if mode not in ("wb", "w"):
+            raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
+        self.path = Path(path)
+        self.fsync = fsync
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self.file = os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": encoding}))
+        self._done = False
+
+    def commit(self) -> Path:
+        """Flush, (fsync,) set the umask's permissions and rename over ``path``."""
+        if self._done:
+            raise RuntimeError(f"{self.path}: already committed or discarded")
+        try:
+            self.file.flush()
+            if self.fsync:
+                os.fsync(self.file.fileno())
+            self.file.close()
+            os.chmod(self._tmp, file_mode())
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        self._done = True
+        return self.path
+
+    def discard(self) -> None:
+        """Close and remove the temporary file; ``path`` is untouched."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self.file.close()
+        finally:
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "AtomicFile":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object], *, fsync: bool = True) -> Path:
+    """Atomically create or replace ``path`` with what ``write(fileobj)`` writes to a binary file.
+
+    The parent folder is created if needed. If ``write`` raises, the target is untouched and the
+    temporary file is removed.
+    """
+    with AtomicFile(path, "wb", fsync=fsync) as f:
+        write(f.file)
+    return Path(path)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
+    """Atomically create or replace ``path`` with ``data``."""
+    return write_with(path, lambda f: f.write(data), fsync=fsync)
+
+
+def write_text(path: str | os.PathLike, text: str, *, fsync: bool = True, encoding: str = "utf-8") -> Path:
+    """Atomically create or replace ``path`` with ``text``."""
+    return write_bytes(path, text.encode(encoding), fsync=fsync)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a folder, so renames inside it survive a power loss (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def staging_dir(final: str | os.PathLike) -> Path:
+    """A new, empty, uniquely named sibling folder of ``final`` to fill before :func:`replace_dir`."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    os.chmod(tmp, dir_mode())
+    return tmp
+
+
+def replace_dir(staging: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Move the complete folder ``staging`` to ``final``; an existing ``final`` is replaced.
+
+    The old folder is renamed aside first and deleted only after the new one is in place, so ``final``
+    is at every moment either the old or the new folder (briefly absent between the two renames; if
+    the second rename fails the old folder is put back).
+    """
+    staging, final = Path(staging), Path(final)
+    if not final.exists():
+        os.replace(staging, final)
+        fsync_dir(final.parent)
+        return final
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+    os.rmdir(old)
+    os.replace(final, old)
+    try:
+        os.replace(staging, final)
+    except BaseException:
+        os.replace(old, final)
+        raise
+    fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
