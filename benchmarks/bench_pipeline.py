@@ -20,15 +20,15 @@ import torch
 
 
 def build_pipeline(size: str, device: str, dtype: str):
-    from dpmesh_infer import sd15
-    from dpmesh_infer.backbone import BackboneConfig, DiffusionBackbone
-    from dpmesh_infer.body import SMPLBody
+    from dpmesh_infer.models import sd15
+    from dpmesh_infer.models.backbone import BackboneConfig, DiffusionBackbone
+    from dpmesh_infer.models.body import SMPLBody
     from dpmesh_infer.pipeline import Pipeline
-    from dpmesh_infer.pipeline_config import PipelineConfig
-    from dpmesh_infer.pose_decoders import PoseDecoderConfig, build_pose_decoder
-    from dpmesh_infer.regressor import Regressor, RegressorConfig
-    from dpmesh_infer.testing import make_synthetic_smpl_arrays
-    from dpmesh_infer.tiny import tiny_configs
+    from dpmesh_infer.models.dpmesh import PipelineConfig
+    from dpmesh_infer.models.pose_decoders import PoseDecoderConfig, build_pose_decoder
+    from dpmesh_infer.models.regressor import Regressor, RegressorConfig
+    from dpmesh_infer.stand_ins.smpl import make_synthetic_smpl_arrays
+    from dpmesh_infer.stand_ins.tiny import tiny_configs
 
     if size == "tiny":
         b_cfg, r_cfg, d_cfg, unet, cn, vae = tiny_configs()
@@ -56,14 +56,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
 
-    from dpmesh_infer.preprocess import PreprocessConfig, prepare_persons
-    from dpmesh_infer.selftest import synthetic_scene
+    from dpmesh_infer.geometry.crops import PreprocessConfig, prepare_persons
+    from dpmesh_infer.stand_ins.scene import synthetic_scene
 
     torch.manual_seed(0)
     pipe = build_pipeline(args.size, args.device, args.dtype)
     dev = pipe.device
     image, kp = synthetic_scene()
-    from dpmesh_infer.preprocess import coco17_to_j30
+    from dpmesh_infer.geometry.joints import coco17_to_j30
 
     t0 = time.perf_counter()
     persons, _ = prepare_persons(image, coco17_to_j30(kp), PreprocessConfig())

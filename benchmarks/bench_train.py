@@ -24,13 +24,13 @@ import torch
 
 
 def build_model(size: str):
-    from dpmesh_infer import sd15
-    from dpmesh_infer.backbone import BackboneConfig, DiffusionBackbone
-    from dpmesh_infer.body import SMPLBody
-    from dpmesh_infer.pose_decoders import PoseDecoderConfig, build_pose_decoder
-    from dpmesh_infer.regressor import Regressor, RegressorConfig
-    from dpmesh_infer.testing import make_synthetic_smpl_arrays
-    from dpmesh_infer.tiny import tiny_configs
+    from dpmesh_infer.models import sd15
+    from dpmesh_infer.models.backbone import BackboneConfig, DiffusionBackbone
+    from dpmesh_infer.models.body import SMPLBody
+    from dpmesh_infer.models.pose_decoders import PoseDecoderConfig, build_pose_decoder
+    from dpmesh_infer.models.regressor import Regressor, RegressorConfig
+    from dpmesh_infer.stand_ins.smpl import make_synthetic_smpl_arrays
+    from dpmesh_infer.stand_ins.tiny import tiny_configs
     from dpmesh_infer.train.model import DPMeshModel
 
     if size == "tiny":

@@ -164,7 +164,7 @@ def _expected_files(wdir: Path) -> list[str]:
 def _untrained_flag(wdir: Path) -> Check:
     import json
 
-    from .pipeline_config import PIPELINE_CONFIG_NAME
+    from .weights.layout import PIPELINE_CONFIG_NAME
 
     try:
         untrained = bool(json.loads((wdir / PIPELINE_CONFIG_NAME).read_text()).get("untrained", False))

@@ -233,7 +233,7 @@ def _plan(dataset, splits: Sequence[str], inputs: str, available: set[str], allo
 
     Returns (records with items in dataset order as [(record, [items])], excluded PersonResults,
     neutral-fallback counts by gender)."""
-    from .preprocess import to_j30
+    from .geometry.joints import to_j30
 
     plan, excluded, no_input = [], [], []
     need: dict[str, list[str]] = {}
@@ -468,7 +468,7 @@ def load_gt_body(path: str | os.PathLike, gender: str):
     """An :class:`~dpmesh_infer.body.SMPLBody` from a gendered SMPL model (CPU): a folder or ``.npz``
     written by ``dpmesh weights import-smpl``, or the official ``.pkl`` (read with the restricted,
     non-executing unpickler). Raises WeightsError when missing or invalid."""
-    from .body import SMPLBody, load_smpl
+    from .models.body import SMPLBody, load_smpl
     from .weights.smpl import read_smpl_source
 
     p = Path(path)

@@ -27,7 +27,8 @@ from .devices import resolve_device
 from .errors import InputError, WeightsError
 from .images import ImageLike, load_image
 from .outputs import ImageResult, Person, PipelineOutput
-from .pipeline_config import COMPONENTS, PIPELINE_CONFIG_NAME, PipelineConfig, load_pipeline_config
+from .weights.layout import COMPONENTS, PIPELINE_CONFIG_NAME, load_pipeline_config
+from .models.dpmesh import PipelineConfig
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +123,10 @@ class Pipeline:
             WeightsError: the directory or any file is missing (one message lists all of them, where it
                 looked, and the commands that fix it), or a file does not match the architecture.
         """
-        from .backbone import DiffusionBackbone
-        from .body import load_smpl
-        from .pose_decoders import load_pose_decoder
-        from .regressor import load_regressor
+        from .models.backbone import DiffusionBackbone
+        from .models.body import load_smpl
+        from .models.pose_decoders import load_pose_decoder
+        from .models.regressor import load_regressor
         from .weights.resolve import resolve_weights_dir
 
         loc = resolve_weights_dir(weights)
@@ -177,8 +178,8 @@ class Pipeline:
 
     def _keypoints_for(self, kp, image_path: str | None, i: int):
         """Normalise one image's keypoints to (kp30 (N,30,3), fallback boxes, scores)."""
-        from .detect.keypoint_files import KeypointPerson, KeypointSet
-        from .preprocess import to_j30
+        from .keypoint_files import KeypointPerson, KeypointSet
+        from .geometry.joints import to_j30
 
         if isinstance(kp, KeypointSet):
             if image_path is None:
@@ -229,8 +230,8 @@ class Pipeline:
         Returns:
             PipelineOutput with one ImageResult per image, in input order.
         """
-        from .detect.keypoint_files import KeypointSet, validate_against_image
-        from .preprocess import prepare_persons
+        from .keypoint_files import KeypointSet, validate_against_image
+        from .geometry.crops import prepare_persons
 
         single = not isinstance(images, (list, tuple))
         image_list = [images] if single else list(images)
@@ -325,9 +326,9 @@ class Pipeline:
             photo camera; global_orient (3), body_pose (23,3) axis-angle; betas (10); joints_2d (30,2)
             pixels; cam (3) raw; transl_crop (3) crop-camera translation.
         """
-        from .camera import camera_translation, place_in_image, project
-        from .preprocess import collate, make_heatmaps
-        from .rotations import rot6d_to_axis_angle
+        from .geometry.camera import camera_translation, place_in_image, project
+        from .geometry.crops import collate, make_heatmaps
+        from .geometry.rotations import rot6d_to_axis_angle
 
         batch = collate(persons).to(self.device)
         cfg = self.config.preprocess

@@ -15,34 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-# COCO-17 skeleton of a standing person in a unit box (x right, y down), used to draw and to label.
-_COCO_T_POSE = np.array([
-    [0.50, 0.08], [0.53, 0.06], [0.47, 0.06], [0.56, 0.08], [0.44, 0.08],
-    [0.62, 0.22], [0.38, 0.22], [0.72, 0.38], [0.28, 0.38], [0.78, 0.52], [0.22, 0.52],
-    [0.58, 0.55], [0.42, 0.55], [0.60, 0.76], [0.40, 0.76], [0.61, 0.97], [0.39, 0.97],
-])
-_LIMBS = [(5, 7), (7, 9), (6, 8), (8, 10), (5, 6), (11, 12), (5, 11), (6, 12), (11, 13), (13, 15), (12, 14),
-          (14, 16), (0, 5), (0, 6)]
-
-
-def synthetic_scene(width: int = 640, height: int = 480, seed: int = 0):
-    """A photo (H, W, 3) uint8 with two overlapping stick figures and their COCO-17 keypoints (2, 17, 3)."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    img = np.full((height, width, 3), 200, np.uint8)
-    img[: height // 2] = (150, 180, 220)
-    kps = []
-    for (x0, y0, s) in ((180, 80, 330), (330, 110, 300)):
-        xy = _COCO_T_POSE * s + np.array([x0, y0]) + rng.normal(0, 2.0, (17, 2))
-        color = tuple(int(c) for c in rng.integers(20, 120, 3))
-        for a, b in _LIMBS:
-            cv2.line(img, tuple(int(v) for v in xy[a]), tuple(int(v) for v in xy[b]), color, 9, cv2.LINE_AA)
-        cv2.circle(img, tuple(int(v) for v in xy[0]), 22, color, -1, cv2.LINE_AA)
-        kps.append(np.concatenate([xy, np.full((17, 1), 0.9)], axis=1))
-    return img, np.stack(kps)
-
-
 def _check_detector(root: Path, image: np.ndarray, check) -> None:
     """mmpose detector plumbing: a random-init RTMO-s from mmpose's shipped config, saved as a state-dict
     checkpoint and loaded through the real loading path, run on the synthetic photo. Skipped (and said so)
@@ -55,7 +27,7 @@ def _check_detector(root: Path, image: np.ndarray, check) -> None:
         check("detector (mmpose) — skipped", True, f"OpenMMLab stack not importable: {e}")
         return
     from .detect.mmpose_detector import KeypointDetector, Thresholds
-    from .testing import write_random_rtmo_checkpoint
+    from .stand_ins.detector import write_random_rtmo_checkpoint
 
     t0 = time.perf_counter()
     _, ckpt, cfg = write_random_rtmo_checkpoint(root / "rtmo-s-random.pth")
@@ -98,7 +70,7 @@ def run_selftest(keep: Path | None = None, console=None) -> bool:
 
     from .export import save_result
     from .pipeline import Pipeline
-    from .tiny import build_tiny_weights
+    from .stand_ins.tiny import build_tiny_weights
 
     console = console or Console()
     checks: list[tuple[str, bool, str]] = []
@@ -122,6 +94,8 @@ def run_selftest(keep: Path | None = None, console=None) -> bool:
         t0 = time.perf_counter()
         pipe = Pipeline.from_pretrained(wdir, device="cpu")
         check("load weights strictly", True, f"{time.perf_counter() - t0:.1f} s")
+        from .stand_ins.scene import synthetic_scene
+
         image, kp = synthetic_scene()
         _check_detector(root, image, check)
         t0 = time.perf_counter()

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from dpmesh_infer import Pipeline
-from dpmesh_infer.detect.keypoint_files import read_keypoints
+from dpmesh_infer.keypoint_files import read_keypoints
 
 HERE = Path(__file__).resolve().parent
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from dpmesh_infer.selftest import synthetic_scene
+from dpmesh_infer.stand_ins.scene import synthetic_scene
 
 #: file name -> (width, height, seed)
 EXAMPLES = {"street.jpg": (640, 480, 0), "plaza.png": (800, 600, 1)}

@@ -23,7 +23,7 @@ def _isolate_user_dirs(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory):
     """A complete, untrained weights directory in the real on-disk format (built once per session)."""
-    from dpmesh_infer.tiny import build_tiny_weights
+    from dpmesh_infer.stand_ins.tiny import build_tiny_weights
 
     return build_tiny_weights(tmp_path_factory.mktemp("tiny_weights") / "weights", seed=0)
 
@@ -38,6 +38,6 @@ def tiny_pipeline(tiny_weights):
 @pytest.fixture(scope="session")
 def scene():
     """A synthetic 640x480 photo with two people and their COCO-17 keypoints (2, 17, 3)."""
-    from dpmesh_infer.selftest import synthetic_scene
+    from dpmesh_infer.stand_ins.scene import synthetic_scene
 
     return synthetic_scene()

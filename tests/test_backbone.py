@@ -9,16 +9,16 @@ import shutil
 import pytest
 import torch
 
-from dpmesh_infer import sd15
-from dpmesh_infer.attention import CAPTURED_ATTN2, CrossAttentionCapture, CaptureStore, maps_to_grid
-from dpmesh_infer.backbone import (
+from dpmesh_infer.models import sd15
+from dpmesh_infer.models.attention import CAPTURED_ATTN2, CrossAttentionCapture, CaptureStore, maps_to_grid
+from dpmesh_infer.models.backbone import (
     BackboneAdapter,
     BackboneConfig,
     DiffusionBackbone,
     _StopAfterLastTap,
 )
 from dpmesh_infer.errors import ConfigError, InputError, WeightsError
-from dpmesh_infer.weights.io import read_safetensors, save_safetensors
+from dpmesh_infer.models.io import read_safetensors, save_safetensors
 
 B = 2
 
@@ -166,7 +166,7 @@ def test_capture_processor_matches_default_and_recomputation(tiny):
 def test_whole_unet_same_output_with_default_processors(tiny):
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    from dpmesh_infer.attention import install_capture
+    from dpmesh_infer.models.attention import install_capture
 
     g = torch.Generator().manual_seed(4)
     sample, ctx = torch.randn(1, 4, 32, 32, generator=g), torch.randn(1, 30, 32, generator=g)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dpmesh_infer.body import (
+from dpmesh_infer.models.body import (
     FACE_VERTEX_IDS,
     HEAD_TOP_FALLBACK_VERTEX,
     JOINT_NAMES_30,
@@ -15,7 +15,7 @@ from dpmesh_infer.body import (
     load_smpl,
 )
 from dpmesh_infer.errors import WeightsError
-from dpmesh_infer.testing import SYNTHETIC_REST_JOINTS, make_synthetic_smpl_arrays, write_synthetic_smpl_npz
+from dpmesh_infer.stand_ins.smpl import SYNTHETIC_REST_JOINTS, make_synthetic_smpl_arrays, write_synthetic_smpl_npz
 from dpmesh_infer.weights.smpl import load_smpl_arrays
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from dpmesh_infer import camera as C
-from dpmesh_infer.body import load_smpl
-from dpmesh_infer.testing import write_synthetic_smpl_npz
+from dpmesh_infer.geometry import camera as C
+from dpmesh_infer.models.body import load_smpl
+from dpmesh_infer.stand_ins.smpl import write_synthetic_smpl_npz
 
 D = torch.float64
 

@@ -52,7 +52,7 @@ def test_predict_folder_output_for_several_images(photo, tiny_weights, tmp_path)
     Image.open(img).save(img2)
     entries = []
     for name in ("crowd.jpg", "b.png"):
-        from dpmesh_infer.selftest import synthetic_scene
+        from dpmesh_infer.stand_ins.scene import synthetic_scene
 
         for k in synthetic_scene()[1]:
             entries.append({"file_name": name, "keypoints": k.reshape(-1).tolist(), "score": 1.0})
@@ -98,7 +98,7 @@ def test_weights_check(tiny_weights):
 
 
 def test_import_smpl_cli(tmp_path):
-    from dpmesh_infer.testing import write_synthetic_smpl_pkl
+    from dpmesh_infer.stand_ins.smpl import write_synthetic_smpl_pkl
 
     pkl = write_synthetic_smpl_pkl(tmp_path / "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl")
     r = run("weights", "import-smpl", pkl, "--weights", tmp_path / "w")

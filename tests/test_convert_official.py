@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dpmesh_infer.errors import InputError, UntrustedCheckpointError, WeightsError
-from dpmesh_infer.testing import make_tiny_official_checkpoint
+from dpmesh_infer.stand_ins.official import make_tiny_official_checkpoint
 from dpmesh_infer.weights import convert_official as co
 from dpmesh_infer.weights.convert_official import (
     ConversionReport,
@@ -19,7 +19,7 @@ from dpmesh_infer.weights.convert_official import (
     map_official_state_dict,
     verify_mapped,
 )
-from dpmesh_infer.weights.io import read_safetensors
+from dpmesh_infer.models.io import read_safetensors
 
 LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_checkpoint_layout.json"
 if not LAYOUT.is_file():  # the checkout may sit elsewhere; /work/shared is the canonical place
@@ -214,9 +214,9 @@ def test_tiny_conversion_is_exact(tiny_ckpt, converted):
 
 
 def test_converted_folder_loads_and_reproduces_outputs(tiny_ckpt, converted):
-    from dpmesh_infer.backbone import DiffusionBackbone
-    from dpmesh_infer.pose_decoders import load_pose_decoder
-    from dpmesh_infer.regressor import load_regressor
+    from dpmesh_infer.models.backbone import DiffusionBackbone
+    from dpmesh_infer.models.pose_decoders import load_pose_decoder
+    from dpmesh_infer.models.regressor import load_regressor
 
     out, _ = converted
     g = torch.Generator().manual_seed(3)
@@ -238,7 +238,7 @@ def test_converted_folder_is_a_complete_pipeline_after_smpl_import(converted, tm
     import shutil
 
     from dpmesh_infer.pipeline import Pipeline, missing_weight_files
-    from dpmesh_infer.testing import write_synthetic_smpl_npz
+    from dpmesh_infer.stand_ins.smpl import write_synthetic_smpl_npz
 
     out, _ = converted
     weights = tmp_path / "w"
@@ -283,7 +283,7 @@ def test_unshared_equal_duplicates_pass(tiny_ckpt, tmp_path):
 
 
 def test_fp16_copy(tiny_ckpt, tmp_path):
-    from dpmesh_infer.backbone import DiffusionBackbone
+    from dpmesh_infer.models.backbone import DiffusionBackbone
 
     report = convert_official(tiny_ckpt.path, tmp_path / "out", target=tiny_ckpt.target, dtype=torch.float16)
     _assert_exact(tmp_path / "out", tiny_ckpt.expected, dtype=torch.float16)
@@ -349,7 +349,7 @@ def test_output_directory_rules(tiny_ckpt, tmp_path):
 
 
 def test_interrupted_write_leaves_nothing(tiny_ckpt, tmp_path, monkeypatch):
-    import dpmesh_infer.weights.io as io
+    import dpmesh_infer.models.io as io
 
     calls = []
     real = io.save_safetensors

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from dpmesh_infer.data.converters import convert_3dpw, convert_amass, convert_coco, convert_crowdpose
 from dpmesh_infer.data.format import Dataset, DatasetError
-from dpmesh_infer.preprocess import J30_NAMES
+from dpmesh_infer.geometry.joints import J30_NAMES
 
 runner = CliRunner()
 

@@ -52,7 +52,7 @@ def _images(seed: int = 0):
 @pytest.fixture(scope="module")
 def rtmo(tmp_path_factory):
     """(in-memory random RTMO-s, its checkpoint path, config path)."""
-    from dpmesh_infer.testing import write_random_rtmo_checkpoint
+    from dpmesh_infer.stand_ins.detector import write_random_rtmo_checkpoint
 
     return write_random_rtmo_checkpoint(tmp_path_factory.mktemp("rtmo") / "rtmo-s-random.pth", name=RTMO)
 
@@ -344,7 +344,7 @@ def test_topdown_rtmdet_rtmpose(tmp_path):
 def test_run_detect_writes_reusable_keypoint_json(detector, tmp_path):
     from PIL import Image
 
-    from dpmesh_infer.detect.keypoint_files import read_keypoints
+    from dpmesh_infer.keypoint_files import read_keypoints
     from dpmesh_infer.detect.run import run_detect
 
     folder = tmp_path / "imgs"
@@ -369,7 +369,7 @@ def test_cli_detect_and_fetch_detector(rtmo, tmp_path, monkeypatch):
     from PIL import Image
     from typer.testing import CliRunner
 
-    from dpmesh_infer.detect.cli import app
+    from dpmesh_infer.cli.detect import app
 
     _, ckpt, cfg = rtmo
     Image.fromarray(_images()[0]).save(tmp_path / "one.jpg")

@@ -24,7 +24,7 @@ def generated(tmp_path):
 
 
 def test_make_examples(generated):
-    from dpmesh_infer.detect.keypoint_files import read_keypoints
+    from dpmesh_infer.keypoint_files import read_keypoints
     from dpmesh_infer.images import load_image
 
     assert load_image(generated / "images" / "street.jpg").shape == (480, 640, 3)

@@ -16,7 +16,7 @@ from dpmesh_infer.detect import (
     write_keypoints_json,
 )
 from dpmesh_infer.errors import InputError, KeypointFileError
-from dpmesh_infer.preprocess import coco17_to_j30
+from dpmesh_infer.geometry.joints import coco17_to_j30
 
 
 def _coco_kp(seed, n=17):

@@ -8,7 +8,7 @@ import torch
 
 from dpmesh_infer import Pipeline
 from dpmesh_infer.errors import InputError, WeightsError
-from dpmesh_infer.preprocess import coco17_to_j30
+from dpmesh_infer.geometry.joints import coco17_to_j30
 
 
 def test_outputs_shapes_and_camera(tiny_pipeline, scene):
@@ -33,7 +33,7 @@ def test_outputs_shapes_and_camera(tiny_pipeline, scene):
 
 def test_root_lands_where_the_crop_camera_put_it(tiny_pipeline, scene):
     """The pelvis reprojects through K exactly onto its crop-camera projection mapped by the crop affine."""
-    from dpmesh_infer.preprocess import PreprocessConfig, prepare_persons
+    from dpmesh_infer.geometry.crops import PreprocessConfig, prepare_persons
 
     image, kp = scene
     persons, _ = prepare_persons(image, coco17_to_j30(kp), PreprocessConfig())

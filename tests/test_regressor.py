@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from dpmesh_infer.errors import ConfigError, WeightsError
-from dpmesh_infer.regressor import Regressor, RegressorConfig, load_regressor, save_regressor
-from dpmesh_infer.regressor import _run_cascade
-from dpmesh_infer.transformer import JointDecoder, inverse_sigmoid, sine_position_encoding_2d, sinusoid_table
-from dpmesh_infer.weights.io import read_safetensors, save_safetensors
+from dpmesh_infer.models.regressor import Regressor, RegressorConfig, load_regressor, save_regressor
+from dpmesh_infer.models.regressor import _run_cascade
+from dpmesh_infer.models.transformer import JointDecoder, inverse_sigmoid, sine_position_encoding_2d, sinusoid_table
+from dpmesh_infer.models.io import read_safetensors, save_safetensors
 
 REGRESSOR_PREFIXES = {
     "down_linear", "conv2d_to_3d", "conv_3d_coord", "exponent", "spose_shape_cam_param", "query",

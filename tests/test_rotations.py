@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from dpmesh_infer.rotations import (
+from dpmesh_infer.geometry.rotations import (
     axis_angle_to_matrix,
     matrix_to_axis_angle,
     orthonormalise,

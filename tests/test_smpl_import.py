@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dpmesh_infer.errors import WeightsError
-from dpmesh_infer.testing import make_synthetic_smpl_arrays, write_synthetic_smpl_pkl
+from dpmesh_infer.stand_ins.smpl import make_synthetic_smpl_arrays, write_synthetic_smpl_pkl
 from dpmesh_infer.weights import smpl as ws
 
 

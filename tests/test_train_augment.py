@@ -13,9 +13,8 @@ import torch
 
 from dpmesh_infer.data.format import ImageAnnotation, PersonAnnotation, SMPLParams
 from dpmesh_infer.errors import ConfigError
-from dpmesh_infer.preprocess import (
-    COCO17_NAMES, J30_NAMES, PreprocessConfig, SquareBox, coco17_to_j30, crop_affines, prepare_persons,
-)  # fmt: skip
+from dpmesh_infer.geometry.joints import COCO17_NAMES, J30_NAMES, coco17_to_j30  # fmt: skip
+from dpmesh_infer.geometry.crops import PreprocessConfig, SquareBox, crop_affines, prepare_persons  # fmt: skip
 from dpmesh_infer.train.augment import (
     ERROR_KINDS, AugmentConfig, AugmentParams, crop_affine, synthesize_detector_errors,
     synthesize_detector_errors_labelled, synthetic_occlusion, transform_joints_3d, transform_smpl_pose,
@@ -49,7 +48,7 @@ SMPL_MIRROR = np.array([0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17
 
 def body_j30_camera(x_shift=0.0):
     """(30,3) planar person facing the camera at depth Z, OpenCV camera frame (person's left = +X)."""
-    from dpmesh_infer.testing import SYNTHETIC_REST_JOINTS
+    from dpmesh_infer.stand_ins.smpl import SYNTHETIC_REST_JOINTS
 
     body = np.zeros((30, 2))
     body[:24] = SYNTHETIC_REST_JOINTS[:, :2]
@@ -227,8 +226,8 @@ def test_2d_and_3d_targets_agree(flip, rot):
 
 @pytest.fixture(scope="module")
 def smpl_body():
-    from dpmesh_infer.body import SMPLBody
-    from dpmesh_infer.testing import make_synthetic_smpl_arrays
+    from dpmesh_infer.models.body import SMPLBody
+    from dpmesh_infer.stand_ins.smpl import make_synthetic_smpl_arrays
 
     return SMPLBody(make_synthetic_smpl_arrays())
 
@@ -243,7 +242,7 @@ def kinematic_joints(body, pose72):
 
 
 def test_synthetic_smpl_rest_joints_are_mirror_symmetric():
-    from dpmesh_infer.testing import SYNTHETIC_REST_JOINTS as rest
+    from dpmesh_infer.stand_ins.smpl import SYNTHETIC_REST_JOINTS as rest
 
     # The flip test below relies on this: kinematic joints of the synthetic model are exactly symmetric.
     assert np.array_equal((rest * [-1, 1, 1])[SMPL_MIRROR], rest)

@@ -14,7 +14,7 @@ from dpmesh_infer.cli import app
 from dpmesh_infer.train.augment import AugmentConfig
 from dpmesh_infer.train.config import DataConfig, DatasetSpec, InitConfig, OptimConfig, StageConfig, TrainConfig
 from dpmesh_infer.train.trainer import train_dpmesh
-from dpmesh_infer.weights.io import read_safetensors
+from dpmesh_infer.models.io import read_safetensors
 
 runner = CliRunner()
 
@@ -23,7 +23,7 @@ runner = CliRunner()
 def synth(tmp_path_factory):
     """(dataset dir, synthetic SMPL dir): 6 images of 1-2 people, 192x144."""
     from dpmesh_infer.data.synthetic import generate_synthetic_dataset
-    from dpmesh_infer.testing import write_synthetic_h36m_regressor, write_synthetic_smpl_npz
+    from dpmesh_infer.stand_ins.smpl import write_synthetic_h36m_regressor, write_synthetic_smpl_npz
 
     root = tmp_path_factory.mktemp("train_synth")
     data = generate_synthetic_dataset(root / "data", splits={"train": 6, "test": 2}, persons_per_image=(1, 2),
@@ -244,7 +244,7 @@ def test_cuda_mixed_precision_with_gradient_checkpointing(synth, tmp_path, preci
 def test_batches_do_not_depend_on_workers_or_processes(synth):
     """The data a step sees is fixed by (seed, stage, epoch, step): the same with 0 or 2 loader workers,
     and the per-process slices of 2 processes together are the single-process batch."""
-    from dpmesh_infer.preprocess import PreprocessConfig
+    from dpmesh_infer.geometry.crops import PreprocessConfig
     from dpmesh_infer.train.data import PersonIndex, TrainSamples, collate_samples, step_batches
 
     index = PersonIndex((DatasetSpec(path=str(synth[0])),), PreprocessConfig())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dpmesh_infer import sd15
+from dpmesh_infer.models import sd15
 from dpmesh_infer.errors import ConfigError, WeightsError
 from dpmesh_infer.train.losses import masked_l1, nkr_loss, simclr_loss
 from dpmesh_infer.train.model import build_model, export_weights
@@ -23,7 +23,7 @@ def _init(**kw):
 
 @pytest.fixture(scope="module")
 def smpl_dir(tmp_path_factory):
-    from dpmesh_infer.testing import write_synthetic_smpl_npz
+    from dpmesh_infer.stand_ins.smpl import write_synthetic_smpl_npz
 
     d = tmp_path_factory.mktemp("smpl")
     write_synthetic_smpl_npz(d)
@@ -49,8 +49,8 @@ def fake_sd15(tmp_path_factory):
 
 
 def _tiny_decoder_dir(tmp_path, head="vqvae"):
-    from dpmesh_infer.pose_decoders import build_pose_decoder, save_pose_decoder
-    from dpmesh_infer.tiny import tiny_configs
+    from dpmesh_infer.models.pose_decoders import build_pose_decoder, save_pose_decoder
+    from dpmesh_infer.stand_ins.tiny import tiny_configs
 
     _, _, d_cfg, *_ = tiny_configs(head)
     return save_pose_decoder(build_pose_decoder(d_cfg), tmp_path / "pose_decoder")

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..preprocess import coco17_to_j30, map_to_j30
+from ..geometry.joints import coco17_to_j30, map_to_j30
 from .convert_common import (
     CocoFile, ConversionResult, NeuralAnnot, bbox_xywh, check_image_files, image_root_value, image_size,
     infer_split, keypoints_xyv, prepare_out, write_records,

@@ -2,7 +2,7 @@
 
 For tests and for a training smoke run anyone can reproduce (no licensed data, no download)::
 
-    from dpmesh_infer.data.synthetic import generate_synthetic_dataset
+    from .synthetic import generate_synthetic_dataset
     root = generate_synthetic_dataset("/tmp/synth", splits={"train": 64, "test": 16}, seed=0)
 
 Output (the format of :mod:`dpmesh_infer.data.format`): ``dataset.json``, ``annotations/<split>.jsonl``,
@@ -43,7 +43,7 @@ face normal, v the direction to the camera). Triangles are ~1–3 px here, so pe
 as good as a z-buffer except where bodies interpenetrate. Measured: about 1 µs per triangle on one core.
 
 Body model triangles: the real SMPL faces are a surface (median rest edge ~2 cm) and are used as they
-are. The synthetic stand-in body (:func:`dpmesh_infer.testing.make_synthetic_smpl_arrays`) has random
+are. The synthetic stand-in body (:func:`dpmesh_infer.stand_ins.smpl.make_synthetic_smpl_arrays`) has random
 faces that join far-apart vertices; rendering those would paint the body's convex blob. When the
 median rest-pose edge exceeds :data:`SURFACE_EDGE_MAX_M` the renderer therefore uses a local
 triangulation instead (:func:`surface_triangles`: each vertex fanned with its 4 nearest rest-pose
@@ -521,19 +521,19 @@ def _validate(splits: Mapping[str, int], persons_per_image: tuple[int, int], ima
 @functools.lru_cache(maxsize=1)
 def _stand_in_body():
     """The synthetic stand-in SMPLBody (built once per process; never modified)."""
-    from ..body import SMPLBody
-    from ..testing import make_synthetic_smpl_arrays
+    from ..models.body import SMPLBody
+    from ..stand_ins.smpl import make_synthetic_smpl_arrays
 
     return SMPLBody(make_synthetic_smpl_arrays(seed=0))
 
 
 def _load_body(smpl: str | Path | None):
     """(SMPLBody, description) for ``smpl`` (see :func:`generate_synthetic_dataset`)."""
-    from ..body import load_smpl
+    from ..models.body import load_smpl
 
     if smpl is None:
         return (_stand_in_body(),
-                "the synthetic stand-in body model dpmesh_infer.testing.make_synthetic_smpl_arrays(seed=0) "
+                "the synthetic stand-in body model dpmesh_infer.stand_ins.smpl.make_synthetic_smpl_arrays(seed=0) "
                 "(NOT real SMPL: the labels are exact for that model only)")
     body = load_smpl(smpl, device="cpu")
     return body, f"SMPL neutral from {Path(smpl)} (head top: {body.head_top_source})"
@@ -558,7 +558,7 @@ def generate_synthetic_dataset(
         seed: non-negative integer; the same arguments give byte-identical files.
         smpl: a weights directory, its ``smpl/`` folder or ``SMPL_NEUTRAL.npz`` (see
             :func:`dpmesh_infer.body.load_smpl`); None = the synthetic stand-in body model
-            (:func:`dpmesh_infer.testing.make_synthetic_smpl_arrays` with seed 0).
+            (:func:`dpmesh_infer.stand_ins.smpl.make_synthetic_smpl_arrays` with seed 0).
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path` (open it with :class:`~dpmesh_infer.data.format.Dataset`).

@@ -5,7 +5,7 @@ Detector back-ends (mmpose) import their heavy dependencies lazily in their own 
 
 from __future__ import annotations
 
-from .keypoint_files import (
+from ..keypoint_files import (
     KeypointPerson,
     KeypointSet,
     person_boxes,

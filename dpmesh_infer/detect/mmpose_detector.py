@@ -44,7 +44,7 @@ class DetectedPerson:
 
     def to_keypoint_person(self):
         """As a :class:`~dpmesh_infer.detect.keypoint_files.KeypointPerson` (for the keypoint JSON)."""
-        from .keypoint_files import KeypointPerson
+        from ..keypoint_files import KeypointPerson
 
         return KeypointPerson(keypoints=self.keypoints.copy(), joint_format="coco17", score=float(self.score),
                               bbox=self.bbox.copy())  # fmt: skip
@@ -116,7 +116,7 @@ def load_weights_strict(model, checkpoint: str | os.PathLike) -> None:
     keep the model's values when the file lacks them; ``data_preprocessor.*`` keys are ignored
     (OpenMMLab's publish script strips them; mean/std come from the config).
     """
-    from ..weights.io import check_state_dict
+    from ..models.io import check_state_dict
 
     path = Path(checkpoint)
     if not path.is_file():

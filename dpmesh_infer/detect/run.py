@@ -57,7 +57,7 @@ def run_detect(
     listed in the JSON. ``progress(done, total)`` is called after each batch.
     """
     from ..images import load_image
-    from .keypoint_files import write_keypoints_json
+    from ..keypoint_files import write_keypoints_json
 
     files = expand_inputs(inputs)
     th = Thresholds(det_thr=det_thr, kpt_thr=kpt_thr, min_keypoints=min_keypoints, max_people=max_people)

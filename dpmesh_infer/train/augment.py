@@ -31,7 +31,8 @@ import numpy as np
 
 from ..config import ConfigBase
 from ..errors import ConfigError
-from ..preprocess import COCO17_NAMES, J30_NAMES, PreprocessConfig
+from ..geometry.joints import COCO17_NAMES, J30_NAMES
+from ..geometry.crops import PreprocessConfig
 
 __all__ = [
     "AugmentConfig", "AugmentParams", "sample_augmentation", "identity_augmentation", "crop_affine",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..preprocess import GRAPH_JOINTS
+from ..geometry.joints import GRAPH_JOINTS
 
 __all__ = ["masked_l1", "nkr_loss", "simclr_loss", "supervised_losses"]
 

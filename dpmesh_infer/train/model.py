@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
-from ..preprocess import PreprocessConfig
+from ..geometry.crops import PreprocessConfig
 
 __all__ = ["TrainOutputs", "DPMeshModel", "build_model", "export_weights", "load_teacher"]
 
@@ -84,9 +84,9 @@ class DPMeshModel(nn.Module):
     def forward(self, images: torch.Tensor, joints32: torch.Tensor, mask: torch.Tensor,
                 focal: torch.Tensor) -> TrainOutputs:
         """images (B,3,256,256) in [0,1]; joints32 (B,30,2) grid units; mask (B,30) bool; focal (B,) px."""
-        from ..camera import camera_translation, project
-        from ..preprocess import make_heatmaps
-        from ..rotations import rot6d_to_axis_angle
+        from ..geometry.camera import camera_translation, project
+        from ..geometry.crops import make_heatmaps
+        from ..geometry.rotations import rot6d_to_axis_angle
 
         cfg = self.preprocess
         heatmaps = make_heatmaps(joints32, mask, size=cfg.heatmap_size, sigma=cfg.heatmap_sigma)
@@ -142,9 +142,9 @@ def _dpmesh_controlnet(controlnet, unet, num_joints: int):
 def _from_sd15(init, seed: int):
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 
-    from ..backbone import BackboneAdapter, BackboneConfig, DiffusionBackbone
-    from ..pose_decoders import load_pose_decoder
-    from ..regressor import Regressor, RegressorConfig
+    from ..models.backbone import BackboneAdapter, BackboneConfig, DiffusionBackbone
+    from ..models.pose_decoders import load_pose_decoder
+    from ..models.regressor import Regressor, RegressorConfig
 
     unet = _load_diffusers(UNet2DConditionModel, init.sd15, "unet", "Stable Diffusion 1.5 UNet")
     vae = _load_diffusers(AutoencoderKL, init.sd15, "vae", "Stable Diffusion 1.5 VAE")
@@ -175,10 +175,10 @@ def _regressor_config(base, decoder, init):
 
 
 def _tiny(init, seed: int):
-    from ..backbone import DiffusionBackbone
-    from ..pose_decoders import build_pose_decoder, load_pose_decoder
-    from ..regressor import Regressor
-    from ..tiny import tiny_configs
+    from ..models.backbone import DiffusionBackbone
+    from ..models.pose_decoders import build_pose_decoder, load_pose_decoder
+    from ..models.regressor import Regressor
+    from ..stand_ins.tiny import tiny_configs
 
     b_cfg, r_cfg, d_cfg, unet, cn, vae = tiny_configs(init.pose_head)
     torch.manual_seed(seed)
@@ -195,11 +195,11 @@ def build_model(init, *, seed: int = 0) -> tuple[DPMeshModel, str]:
         WeightsError: a source cannot be loaded (the message names it and how to fix it).
         ConfigError: the sources do not fit together (e.g. pose head vs decoder type).
     """
-    from ..body import load_smpl
+    from ..models.body import load_smpl
 
     preprocess, body = PreprocessConfig(), None
     if init.weights:
-        from ..pose_decoders import load_pose_decoder
+        from ..models.pose_decoders import load_pose_decoder
 
         root = Path(init.weights).expanduser()
         pipe = _load_weights(root, torch.device("cpu"))  # completeness and component-agreement checks
@@ -239,9 +239,9 @@ def export_weights(model: DPMeshModel, out_dir: str | Path, *, smpl_source: str 
 
     Written into ``out_dir.tmp`` first and renamed, so ``out_dir`` is either the old or the new export.
     """
-    from ..pipeline_config import PipelineConfig
-    from ..pose_decoders import save_pose_decoder
-    from ..regressor import save_regressor
+    from ..models.dpmesh import PipelineConfig
+    from ..models.pose_decoders import save_pose_decoder
+    from ..models.regressor import save_regressor
     from ..evaluate import H36M_REGRESSOR_FILENAME
     from ..weights.smpl import EXTRA_REGRESSOR_FILENAME, SMPL_SUBDIR, find_smpl_file
 

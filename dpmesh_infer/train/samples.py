@@ -14,10 +14,8 @@ import dataclasses
 import numpy as np
 
 from ..data.format import ImageAnnotation, PersonAnnotation
-from ..preprocess import (
-    COCO17_NAMES, J30_NAMES, PreprocessConfig, Skip, SquareBox, box_from_keypoints, coco17_to_j30,
-    crop_image, joint_inputs,
-)  # fmt: skip
+from ..geometry.joints import COCO17_NAMES, J30_NAMES, coco17_to_j30  # fmt: skip
+from ..geometry.crops import PreprocessConfig, Skip, SquareBox, box_from_keypoints, crop_image, joint_inputs  # fmt: skip
 from .augment import (
     J30_FLIP_PERM, AugmentConfig, AugmentParams, apply_affine, apply_color, crop_affine, identity_augmentation,
     sample_augmentation, synthesize_detector_errors, synthetic_occlusion, transform_joints_3d,

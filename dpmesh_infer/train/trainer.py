@@ -423,7 +423,7 @@ class _Validator:
     def __call__(self, model, device) -> list[dict]:
         from ..evaluate import evaluate_dataset
         from ..pipeline import Pipeline
-        from ..pipeline_config import PipelineConfig
+        from ..models.dpmesh import PipelineConfig
 
         view = Pipeline(config=PipelineConfig(pose_decoder=model.pose_decoder.config.type,
                                               preprocess=model.preprocess),

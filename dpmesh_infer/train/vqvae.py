@@ -45,8 +45,8 @@ import torch.nn.functional as F
 
 from ..devices import resolve_device
 from ..errors import ConfigError, InputError
-from ..pose_decoders import PoseDecoderConfig, VQVAEPosePrior, save_pose_decoder
-from ..rotations import axis_angle_to_matrix, orthonormalise
+from ..models.pose_decoders import PoseDecoderConfig, VQVAEPosePrior, save_pose_decoder
+from ..geometry.rotations import axis_angle_to_matrix, orthonormalise
 from ..atomic import write_with
 from .runlog import append_log, truncate_log
 

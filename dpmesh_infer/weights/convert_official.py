@@ -82,10 +82,10 @@ class ConversionTarget:
     @classmethod
     def release(cls) -> "ConversionTarget":
         """Full-size SD1.5 + release regressor (VPoser head) + VPoser v1 decoder."""
-        from .. import sd15
-        from ..backbone import BackboneConfig
-        from ..pose_decoders import PoseDecoderConfig
-        from ..regressor import RegressorConfig
+        from ..models import sd15
+        from ..models.backbone import BackboneConfig
+        from ..models.pose_decoders import PoseDecoderConfig
+        from ..models.regressor import RegressorConfig
 
         return cls(BackboneConfig(), RegressorConfig(), PoseDecoderConfig(type="vposer"),
                    sd15.unet_config(), sd15.controlnet_config(), sd15.vae_config())
@@ -380,10 +380,10 @@ def verify_mapped(mapped: MappedCheckpoint):
         WeightsError: missing / unexpected keys or wrong shapes (listed per component), or LoRA on
             Linears other than the ones the backbone wraps.
     """
-    from ..backbone import DiffusionBackbone
-    from ..pose_decoders import build_pose_decoder
-    from ..regressor import Regressor
-    from .io import check_state_dict
+    from ..models.backbone import DiffusionBackbone
+    from ..models.pose_decoders import build_pose_decoder
+    from ..models.regressor import Regressor
+    from ..models.io import check_state_dict
 
     t, c = mapped.target, mapped.components
     bb = DiffusionBackbone.build(t.backbone, dict(t.unet), dict(t.controlnet), dict(t.vae), device="meta")
@@ -453,9 +453,10 @@ def write_mapped(mapped: MappedCheckpoint, out_dir: str | os.PathLike, *, dtype:
         backbone: the meta backbone from :func:`verify_mapped` (built here when None).
     """
     from .. import __version__
-    from ..backbone import ADAPTER_DIR, CONTROLNET_DIR, DIFFUSERS_WEIGHTS, LORA_DIR, LORA_WEIGHTS, UNET_DIR, VAE_DIR
-    from ..pipeline_config import PIPELINE_CONFIG_NAME, PipelineConfig
-    from .io import CONFIG_NAME, WEIGHTS_NAME, save_safetensors
+    from ..models.backbone import ADAPTER_DIR, CONTROLNET_DIR, DIFFUSERS_WEIGHTS, LORA_DIR, LORA_WEIGHTS, UNET_DIR, VAE_DIR
+    from .layout import PIPELINE_CONFIG_NAME
+    from ..models.dpmesh import PipelineConfig
+    from ..models.io import CONFIG_NAME, WEIGHTS_NAME, save_safetensors
 
     out_dir = Path(out_dir).expanduser()
     _check_out_dir(out_dir, overwrite)

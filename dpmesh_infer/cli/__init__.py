@@ -15,9 +15,9 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from . import __version__
-from .cli_errors import err_console, handle_errors, setup_logging
-from .errors import DpmeshError, ImageError, InputError, NoPersonError
+from .. import __version__
+from .common import err_console, handle_errors, setup_logging
+from ..errors import DpmeshError, ImageError, InputError, NoPersonError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="3D human meshes (SMPL) from photos of crowded scenes, with DPMesh.")
@@ -96,7 +96,7 @@ def predict(
     stops the run. Exit codes: 0 all done, 1 some images failed, 2 usage error, 3 weights missing,
     4 the single input is unusable."""
     _setup_logging(verbose, quiet)
-    from .export import SUFFIXES
+    from ..export import SUFFIXES
 
     if max_pixels is not None:
         if max_pixels < 1:
@@ -109,7 +109,7 @@ def predict(
         raise InputError(f"--out {out}: use a folder or a file ending in {', '.join(SUFFIXES)}")
     if (det_config is None) != (det_checkpoint is None):
         raise InputError("give both --det-config and --det-checkpoint, or neither")
-    from .focal import parse_focal_options
+    from ..focal import parse_focal_options
 
     focal = parse_focal_options(focal, fov)
     det_opts = dict(detector=detector, det_config=det_config, det_checkpoint=det_checkpoint, det_thr=det_thr,
@@ -124,7 +124,7 @@ def predict(
 
 
 def _load_pipeline(weights, device, dtype):
-    from .pipeline import Pipeline
+    from ..pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(weights, device=device, dtype=dtype)
     if pipe.config.untrained:
@@ -135,8 +135,8 @@ def _load_pipeline(weights, device, dtype):
 def _predict_file(images: List[Path], out: Path, *, keypoints, weights, device, dtype, focal, batch_size,
                   det_opts, render=False) -> None:
     """One image -> one output file (and its .json beside a mesh)."""
-    from .detect.keypoint_files import read_keypoints
-    from .export import save_result
+    from ..keypoint_files import read_keypoints
+    from ..export import save_result
 
     missing = [str(p) for p in images if not p.is_file()]
     if missing:
@@ -167,8 +167,8 @@ def _predict_file(images: List[Path], out: Path, *, keypoints, weights, device, 
 def _predict_folder(images: List[Path], out: Path, *, keypoints, weights, device, dtype, focal, batch_size, chunk,
                     overwrite, quiet, det_opts, render=False) -> None:
     """Folder run (see dpmesh_infer.batch): resumable, manifest, progress bar, summary, exit 0/1/4."""
-    from .batch import BatchRunner, DetectorKeypoints, FileKeypoints, check_writable, plan_batch
-    from .detect.keypoint_files import read_keypoints
+    from ..batch import BatchRunner, DetectorKeypoints, FileKeypoints, check_writable, plan_batch
+    from ..keypoint_files import read_keypoints
 
     if chunk < 1 or batch_size < 1:
         raise InputError("--chunk and --batch-size must be at least 1")
@@ -214,15 +214,15 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints, weights, device
 
 def _make_renderer():
     """The headless renderer of --render (pyrender is imported only here); RenderError if none works."""
-    from .render import Renderer
+    from ..render import Renderer
 
     return Renderer()
 
 
 def _render_file(image_path: Path, res, faces, out: Path) -> None:
     """--render with a single --out file: <stem>_overlay.png and <stem>_side.png beside it."""
-    from .batch import write_renders
-    from .images import load_image
+    from ..batch import write_renders
+    from ..images import load_image
 
     with _make_renderer() as renderer:
         write_renders(renderer, res, faces, load_image(image_path), out.with_name(f"{out.stem}_overlay.png"),
@@ -231,7 +231,7 @@ def _render_file(image_path: Path, res, faces, out: Path) -> None:
 
 def _check_single_image(path: Path):
     """For a one-image run: the ImageError that makes it unusable (exit 4), or None."""
-    from .images import load_image
+    from ..images import load_image
 
     try:
         load_image(path)
@@ -297,7 +297,7 @@ def _summary_table(summary, out: Path):
 
 
 def _make_detector(pipe, weights, *, detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people):
-    from .detect.mmpose_detector import KeypointDetector, Thresholds
+    from ..detect.mmpose_detector import KeypointDetector, Thresholds
 
     th = Thresholds(det_thr=det_thr, kpt_thr=kpt_thr, max_people=max_people)
     dev = "cuda" if pipe.device.type == "cuda" else "cpu"
@@ -308,8 +308,8 @@ def _make_detector(pipe, weights, *, detector, det_config, det_checkpoint, det_t
 
 def _predict_with_detector(pipe, images: List[Path], weights, *, focal, batch_size, **det_opts):
     """Detect keypoints with mmpose (batched over images), then run the pipeline on the same arrays."""
-    from .batch import DetectorKeypoints
-    from .images import load_image
+    from ..batch import DetectorKeypoints
+    from ..images import load_image
 
     arrays = [load_image(p) for p in images]
     found = DetectorKeypoints(_make_detector(pipe, weights, **det_opts))(images, arrays)
@@ -323,7 +323,7 @@ def _predict_with_detector(pipe, images: List[Path], weights, *, focal, batch_si
 
 
 def pipe_weights_dir(weights) -> Path:
-    from .weights.resolve import resolve_weights_dir
+    from ..weights.resolve import resolve_weights_dir
 
     return resolve_weights_dir(weights).path
 
@@ -346,7 +346,7 @@ def convert_official_cmd(
     _setup_logging(verbose)
     import torch
 
-    from .weights.convert_official import convert_official
+    from ..weights.convert_official import convert_official
 
     with console.status("converting (a 5.5 GB checkpoint takes a few minutes)..."):
         report = convert_official(checkpoint, out, trust_pickle=trust_checkpoint, overwrite=overwrite,
@@ -364,8 +364,8 @@ def import_smpl_cmd(
     extra_regressor: Optional[Path] = typer.Option(None, help="Optional J_regressor_extra.npy (head top)."),
 ):
     """Validate the SMPL neutral model and store a clean (chumpy-free) copy in the weights directory."""
-    from .weights.resolve import resolve_weights_dir
-    from .weights.smpl import import_smpl
+    from ..weights.resolve import resolve_weights_dir
+    from ..weights.smpl import import_smpl
 
     loc = resolve_weights_dir(weights, must_exist=False)
     path = import_smpl(smpl_file, loc.path, extra_regressor=extra_regressor)
@@ -378,7 +378,7 @@ def check_cmd(
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Weights directory."),
 ):
     """Check that a weights directory is complete and loads (strictly) on the CPU."""
-    from .pipeline import Pipeline
+    from ..pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(weights, device="cpu")
     n = sum(p.numel() for m in (pipe.backbone, pipe.regressor, pipe.pose_decoder) for p in m.parameters())
@@ -388,11 +388,11 @@ def check_cmd(
 
 # ---------------------------------------------------------------------------------------- train
 
-from .train.cli import train_app  # noqa: E402  (the training commands live with the trainer)
+from .train import train_app  # noqa: E402  (the training commands live with the trainer)
 
 app.add_typer(train_app, name="train")
 
-from .data.cli import data_app  # noqa: E402  (`dpmesh data ...`; converters are imported when run)
+from .data import data_app  # noqa: E402  (`dpmesh data ...`; converters are imported when run)
 
 app.add_typer(data_app, name="data")
 
@@ -431,7 +431,7 @@ def evaluate_cmd(
     _setup_logging(verbose, quiet)
     from rich.progress import Progress
 
-    from .evaluate import evaluate_command
+    from ..evaluate import evaluate_command
 
     with Progress(console=err_console, disable=quiet, transient=True) as bar:
         task = bar.add_task("evaluate", total=None)
@@ -460,7 +460,7 @@ def doctor(
     """Check the installation: Python, torch/CUDA/fp16, packages, detector stack, renderers, weights.
 
     Exit codes: 0 ready, 3 weights missing (everything is still reported), 1 a core package is broken."""
-    from .doctor import run_doctor
+    from ..doctor import run_doctor
 
     raise typer.Exit(run_doctor(weights, console=console))
 
@@ -473,7 +473,7 @@ def selftest(
     keep: Optional[Path] = typer.Option(None, help="Keep the generated weights and outputs in this folder."),
 ):
     """Run the whole pipeline on generated, UNTRAINED weights and a synthetic image: proves the install."""
-    from .selftest import run_selftest
+    from ..selftest import run_selftest
 
     ok = run_selftest(keep=keep, console=console)
     raise typer.Exit(0 if ok else 1)
@@ -488,8 +488,8 @@ def fetch_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a download progress bar."),
 ):
     """Download a keypoint detector's published weights into DIR/detectors (converted for safe loading)."""
-    from .detect.detectors import fetch_detector
-    from .weights.resolve import resolve_weights_dir
+    from ..detect.detectors import fetch_detector
+    from ..weights.resolve import resolve_weights_dir
 
     wdir = resolve_weights_dir(weights, must_exist=False).path
     for path in fetch_detector(detector, wdir, progress=progress):
@@ -498,7 +498,7 @@ def fetch_cmd(
 
 def _mount_detector() -> None:
     """`dpmesh detect` and `dpmesh weights list-detectors` (the mmpose stack is imported only when run)."""
-    from .detect.cli import detect_cmd, list_detectors_cmd
+    from .detect import detect_cmd, list_detectors_cmd
 
     app.command("detect")(detect_cmd)
     weights_app.command("list-detectors")(list_detectors_cmd)

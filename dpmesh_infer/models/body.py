@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .preprocess import J30_NAMES
+from ..geometry.joints import J30_NAMES
 
 JOINT_NAMES_30 = J30_NAMES  # the internal 30-joint set (preprocess.J30_NAMES)
 NUM_JOINTS_30 = 30
@@ -216,7 +216,7 @@ def load_smpl(weights_dir_or_smpl_dir: str | Path, device: str | torch.device = 
     Raises:
         WeightsError: the SMPL file is missing (the message gives the import command) or invalid.
     """
-    from .weights.smpl import load_extra_regressor, load_smpl_arrays
+    from ..weights.smpl import load_extra_regressor, load_smpl_arrays
 
     arrays = load_smpl_arrays(weights_dir_or_smpl_dir)
     extra = load_extra_regressor(weights_dir_or_smpl_dir)

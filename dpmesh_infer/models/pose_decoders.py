@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigBase
-from .errors import ConfigError
-from .rotations import matrix_to_axis_angle, orthonormalise, rot6d_to_matrix
-from .weights.io import load_component, save_component
+from ..config import ConfigBase
+from ..errors import ConfigError
+from ..geometry.rotations import matrix_to_axis_angle, orthonormalise, rot6d_to_matrix
+from .io import load_component, save_component
 
 __all__ = [
     "PoseDecoderConfig",

@@ -34,10 +34,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .config import ConfigBase
-from .errors import ConfigError
+from ..config import ConfigBase
+from ..errors import ConfigError
 from .transformer import Transformer, TransformerEncoder, sine_position_encoding_2d, sinusoid_table
-from .weights.io import load_component, save_component
+from .io import load_component, save_component
 
 __all__ = ["RegressorConfig", "RegressorOutput", "Regressor", "load_regressor", "save_regressor"]
 

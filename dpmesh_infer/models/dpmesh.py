@@ -1,20 +1,15 @@
-"""The top-level ``pipeline.json`` of a weights directory."""
+"""The composed DPMesh network and its configuration (``pipeline.json``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-from .config import ConfigBase
-from .errors import ConfigError, WeightsError
-from .preprocess import PreprocessConfig
+from ..config import ConfigBase
+from ..errors import ConfigError
+from ..geometry.crops import PreprocessConfig
 
 FORMAT_VERSION = 1
-PIPELINE_CONFIG_NAME = "pipeline.json"
-
-#: Component sub-folders of a weights directory (see docs/CONTRACTS.md and weights/README.md).
-COMPONENTS = ("vae", "unet", "unet_lora", "controlnet", "adapter", "regressor", "pose_decoder")
 
 
 @dataclass(frozen=True)
@@ -46,17 +41,3 @@ class PipelineConfig(ConfigBase):
                 f"pipeline.json format_version {self.format_version} is not supported by this version "
                 f"(expects {FORMAT_VERSION}); re-convert the weights with this version of dpmesh"
             )
-
-
-def load_pipeline_config(weights_dir: str | Path) -> PipelineConfig:
-    path = Path(weights_dir) / PIPELINE_CONFIG_NAME
-    if not path.is_file():
-        raise WeightsError(
-            f"{path} not found: {weights_dir} is not a dpmesh weights directory.\n"
-            "  Create one with: dpmesh weights convert-official /path/to/3dpw_best_ckpt.pth.tar --out "
-            f"{weights_dir}"
-        )
-    try:
-        return PipelineConfig.load_json(path)
-    except ConfigError as e:
-        raise WeightsError(f"invalid {path}: {e}") from e

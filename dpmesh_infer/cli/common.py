@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import DpmeshError
+from ..errors import DpmeshError
 
 err_console = Console(stderr=True, soft_wrap=True)
 

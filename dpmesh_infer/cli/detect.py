@@ -12,10 +12,10 @@ from typing import Optional
 
 import typer
 
-from ..cli_errors import handle_errors
+from .common import handle_errors
 from ..devices import resolve_device
 from ..errors import ImageError, InputError
-from .detectors import DEFAULT_DETECTOR, DETECTORS
+from ..detect.detectors import DEFAULT_DETECTOR, DETECTORS
 
 app = typer.Typer(help="2D keypoint detection (mmpose).", no_args_is_help=True, add_completion=False)
 
@@ -45,8 +45,8 @@ def detect_cmd(
     from rich.console import Console
     from rich.markup import escape
 
-    from .mmpose_detector import KeypointDetector, Thresholds
-    from .run import run_detect
+    from ..detect.mmpose_detector import KeypointDetector, Thresholds
+    from ..detect.run import run_detect
 
     console = Console(stderr=True, soft_wrap=True)
     dev = str(resolve_device(device))
@@ -99,7 +99,7 @@ def fetch_detector_cmd(
     from rich.console import Console
 
     from ..weights.resolve import resolve_weights_dir
-    from .detectors import fetch_detector
+    from ..detect.detectors import fetch_detector
 
     wdir = resolve_weights_dir(weights, must_exist=False).path
     for path in fetch_detector(name, wdir, progress=progress):

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from ..cli_errors import err_console, handle_errors, setup_logging
+from .common import err_console, handle_errors, setup_logging
 from ..errors import InputError
 
 train_app = typer.Typer(no_args_is_help=True, help="Train the VQ-VAE pose prior and DPMesh (teacher, then "
@@ -40,7 +40,7 @@ def train_vqvae_cmd(
 ):
     """Pre-train the VQ-VAE pose prior; the result loads as the pose decoder (OUT/pose_decoder)."""
     setup_logging(verbose)
-    from .vqvae import vqvae_command
+    from ..train.vqvae import vqvae_command
 
     console.print(vqvae_command(poses, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
                                 log_every=log_every, checkpoint_every=checkpoint_every, resume=resume,
@@ -63,8 +63,8 @@ def train_dpmesh_cmd(
 
     Multi-GPU / multi-node: accelerate launch -m dpmesh_infer.cli train dpmesh --config CFG --out DIR
     """
-    from .config import TrainConfig
-    from .trainer import latest_checkpoint, train_dpmesh
+    from ..train.config import TrainConfig
+    from ..train.trainer import latest_checkpoint, train_dpmesh
 
     setup_logging(verbose, quiet)
     if not config.is_file():
@@ -113,10 +113,10 @@ def template_config(*, data: list[str], smpl: str | None, tiny: bool, sd15: str 
     ``weights``: fine-tune an existing weights folder (e.g. a converted release checkpoint): it is the
     student's initialisation and its teacher, so the template has only a student stage.
     """
-    from .config import DatasetSpec, DataConfig, InitConfig, OptimConfig, StageConfig, TrainConfig
+    from ..train.config import DatasetSpec, DataConfig, InitConfig, OptimConfig, StageConfig, TrainConfig
 
     if weights:
-        from ..pipeline_config import load_pipeline_config
+        from ..weights.layout import load_pipeline_config
 
         head = load_pipeline_config(weights).pose_decoder
         init = InitConfig(weights=weights, smpl=smpl, pose_head=head)
@@ -164,7 +164,7 @@ def train_config_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
 ):
     """Write a complete training configuration (paper defaults) to edit and pass to `dpmesh train dpmesh`."""
-    from .config import TrainConfig
+    from ..train.config import TrainConfig
 
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists (pass --overwrite to replace it)")
@@ -178,7 +178,7 @@ def train_config_cmd(
         if not tiny:
             raise InputError("--smpl is required: a weights or SMPL folder holding SMPL_NEUTRAL.npz "
                              "(`dpmesh weights import-smpl`)")
-        from ..testing import write_synthetic_h36m_regressor, write_synthetic_smpl_npz
+        from ..stand_ins.smpl import write_synthetic_h36m_regressor, write_synthetic_smpl_npz
 
         smpl_dir = out.resolve().parent / (out.stem + "_synthetic_smpl")
         npz = write_synthetic_smpl_npz(smpl_dir)

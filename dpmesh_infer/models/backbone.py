@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import CAPTURED_ATTN2, CaptureStore, install_capture, maps_to_grid
-from .config import ConfigBase
-from .errors import ConfigError, InputError, WeightsError
-from .weights.io import CONFIG_NAME, WEIGHTS_NAME, check_state_dict, load_state_strict, read_safetensors
-from .weights.io import save_component, save_safetensors
+from ..config import ConfigBase
+from ..errors import ConfigError, InputError, WeightsError
+from .io import CONFIG_NAME, WEIGHTS_NAME, check_state_dict, load_state_strict, read_safetensors
+from .io import save_component, save_safetensors
 
 VAE_DIR, UNET_DIR, LORA_DIR, CONTROLNET_DIR, ADAPTER_DIR = "vae", "unet", "unet_lora", "controlnet", "adapter"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"

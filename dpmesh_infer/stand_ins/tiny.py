@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from . import sd15
+from ..models import sd15
 
 
 def tiny_configs(pose_decoder: str = "vposer"):
     """(BackboneConfig, RegressorConfig, PoseDecoderConfig, unet, controlnet, vae dicts) of the tiny model."""
-    from .backbone import BackboneConfig
-    from .pose_decoders import PoseDecoderConfig
-    from .regressor import RegressorConfig
+    from ..models.backbone import BackboneConfig
+    from ..models.pose_decoders import PoseDecoderConfig
+    from ..models.regressor import RegressorConfig
 
     backbone = BackboneConfig(unet_channels=(32, 32, 64, 64), cross_attention_dim=32, merge_channels=128,
                               lora_rank=4, lora_alpha=4)
@@ -46,11 +46,11 @@ def _randomise_lora(backbone, generator: torch.Generator) -> None:
 def build_tiny_weights(directory: str | Path, *, seed: int = 0, pose_decoder: str = "vposer",
                        extra_regressor: bool = False) -> Path:
     """Write a complete, untrained weights directory (all components + synthetic SMPL) to ``directory``."""
-    from .backbone import DiffusionBackbone
-    from .pipeline_config import PipelineConfig
-    from .pose_decoders import build_pose_decoder, save_pose_decoder
-    from .regressor import Regressor, save_regressor
-    from .testing import write_synthetic_smpl_npz
+    from ..models.backbone import DiffusionBackbone
+    from ..models.dpmesh import PipelineConfig
+    from ..models.pose_decoders import build_pose_decoder, save_pose_decoder
+    from ..models.regressor import Regressor, save_regressor
+    from .smpl import write_synthetic_smpl_npz
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -63,6 +63,6 @@ def build_tiny_weights(directory: str | Path, *, seed: int = 0, pose_decoder: st
     save_regressor(Regressor(r_cfg), directory / "regressor")
     save_pose_decoder(build_pose_decoder(d_cfg), directory / "pose_decoder")
     write_synthetic_smpl_npz(directory, seed=seed, extra_regressor=extra_regressor)
-    PipelineConfig(pose_decoder=pose_decoder, source="dpmesh_infer.tiny (random init)", untrained=True).save_json(
+    PipelineConfig(pose_decoder=pose_decoder, source="dpmesh_infer.stand_ins.tiny (random init)", untrained=True).save_json(
         directory / "pipeline.json")
     return directory

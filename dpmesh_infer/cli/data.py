@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from ..cli_errors import handle_errors
+from .common import handle_errors
 
 data_app = typer.Typer(no_args_is_help=True, add_completion=False,
                        help="Training/evaluation data: convert public datasets into the dpmesh format "
@@ -53,7 +53,7 @@ def convert_coco_cmd(
     name: Optional[str] = typer.Option(None, "--name", help="Dataset name (default coco-<split>)."),
 ) -> None:
     """COCO keypoints (+ NeuralAnnot SMPL) -> dpmesh dataset."""
-    from .converters import convert_coco
+    from ..data.converters import convert_coco
 
     _ok(convert_coco(annotations, out, images=images, neuralannot=neuralannot, split=split,
                      min_keypoints=min_keypoints, max_fit_err=max_fit_err, check_images=check_images,
@@ -77,7 +77,7 @@ def convert_crowdpose_cmd(
     name: Optional[str] = typer.Option(None, "--name", help="Dataset name (default crowdpose-<split>)."),
 ) -> None:
     """CrowdPose keypoints (+ NeuralAnnot SMPL) -> dpmesh dataset."""
-    from .converters import convert_crowdpose
+    from ..data.converters import convert_crowdpose
 
     _ok(convert_crowdpose(annotations, out, images=images, neuralannot=neuralannot, split=split,
                           min_keypoints=min_keypoints, max_fit_err=max_fit_err, size=size,
@@ -102,7 +102,7 @@ def convert_3dpw_cmd(
     name: Optional[str] = typer.Option(None, "--name", help="Dataset name (default 3dpw-<split>)."),
 ) -> None:
     """3DPW (3DCrowdNet/I2L-MeshNet JSON) -> dpmesh dataset with GT SMPL, camera, OpenPose inputs, subset tags."""
-    from .converters import convert_3dpw
+    from ..data.converters import convert_3dpw
 
     _ok(convert_3dpw(annotations, out, images=images, split=split, oc=oc, pc=pc, detections=detections, tags=tag,
                      check_images=check_images, overwrite=overwrite, name=name).summary())
@@ -120,7 +120,7 @@ def convert_amass_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a conversion already in --out."),
 ) -> None:
     """AMASS motion files -> compact SMPL pose set (T,72) for VQ-VAE pre-training."""
-    from .converters import convert_amass
+    from ..data.converters import convert_amass
 
     result = convert_amass(src, out, target_fps=fps, zero_hands=zero_hands, overwrite=overwrite)
     _ok(result.summary())
@@ -145,7 +145,7 @@ def synthetic_cmd(
                                         "default: the built-in synthetic stand-in body (NOT SMPL)."),
 ) -> None:
     """Generate a small synthetic dataset with exact 2D/3D/SMPL labels (tests, smoke runs of training)."""
-    from .synthetic import generate_synthetic_dataset
+    from ..data.synthetic import generate_synthetic_dataset
 
     splits = {"train": train, **({"test": test} if test else {})}
     path = generate_synthetic_dataset(out, splits=splits, persons_per_image=(min_people, max_people),

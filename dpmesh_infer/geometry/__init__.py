@@ -1,0 +1,1 @@
+"""Pure batched maths: joint sets and mappings, crops and heatmaps, cameras, rotations."""

@@ -1,0 +1,357 @@
+"""Read and write user keypoint files (``dpmesh predict --keypoints FILE``).
+
+Accepted formats, detected from the content (anything else is a KeypointFileError listing them):
+
+1. COCO keypoint results: a JSON list of ``{"keypoints": [51 numbers], "score": float, "bbox": [x, y, w,
+   h] (optional), "category_id": int (optional; entries other than 1 = person are skipped)}``.
+   Which image an entry belongs to: ``"file_name"`` (str) if present, else ``"image_id"`` (int), else
+   the file describes a single image. A bare ``image_id`` matches an image whose file stem is that
+   number, zero padding allowed (COCO naming: ``000000397133.jpg`` <-> 397133).
+2. COCO-style table: ``{"images": [{"id": int, "file_name": str}, ...], "annotations" | "results":
+   [entries as in 1, with "image_id"]}`` (a COCO ground-truth file works: visibility flags 0/1/2 act as
+   confidences). Other top-level keys ("info", "categories", ...) are ignored. Listed images without
+   entries have zero people.
+3. OpenPose, one file per image: ``{"people": [{"pose_keypoints_2d": [54 or 75 numbers]}]}`` (COCO-18
+   or BODY_25 model; the old key "pose_keypoints" is accepted too).
+4. Our own (``dpmesh detect`` output, written by :func:`write_keypoints_json`)::
+
+       {"format": "dpmesh-keypoints", "version": 1, "images": [file names, including those with no
+        person], "people": [{"file_name": str | null, "joint_format": "coco17" | "openpose18" |
+        "openpose25", "keypoints": [3*J numbers], "score": float | null, "bbox": [x, y, w, h] | null}]}
+
+Keypoints are ``[x, y, score]`` in image pixels. Values must be finite; scores must be >= 0 (scores
+above 1, which some detectors emit, are accepted). Positions are checked against the image only once
+its size is known: :func:`validate_against_image`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+
+from .errors import KeypointFileError
+from .geometry.joints import JOINT_FORMATS, to_j30
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "EXPECTED_FORMATS", "KeypointPerson", "KeypointSet", "stack_kp30",
+           "person_boxes", "read_keypoints", "read_openpose_json", "write_keypoints_json", "validate_against_image"]
+
+FORMAT_NAME = "dpmesh-keypoints"
+FORMAT_VERSION = 1
+EXPECTED_FORMATS = (
+    "expected one of: (1) COCO keypoint results, a JSON list of {\"keypoints\": [51 numbers], \"score\": "
+    "number, optional \"bbox\" [x,y,w,h], optional \"file_name\" or \"image_id\"}; (2) a COCO-style object "
+    "{\"images\": [{\"id\", \"file_name\"}], \"annotations\" or \"results\": [entries as in (1)]}; "
+    "(3) OpenPose {\"people\": [{\"pose_keypoints_2d\": [54 or 75 numbers]}]}; "
+    f"(4) {{\"format\": \"{FORMAT_NAME}\", \"version\": {FORMAT_VERSION}, \"people\": [...]}}"
+)
+
+ImageKey = str | int | None
+
+
+@dataclass
+class KeypointPerson:
+    """One person's 2D keypoints as read from a file.
+
+    keypoints (J,3) float64 [x, y, score] image px, J = 17 (coco17), 18 (openpose18) or 25 (openpose25);
+    score: the detection score or None; bbox (4,) float64 [x, y, w, h] px or None.
+    """
+
+    keypoints: np.ndarray
+    joint_format: Literal["coco17", "openpose18", "openpose25"]
+    score: float | None = None
+    bbox: np.ndarray | None = None
+
+    def kp30(self) -> np.ndarray:
+        """(30,3) float64 in the internal joint set (preprocess mapping)."""
+        return to_j30(self.keypoints[None], self.joint_format)[0]
+
+
+def stack_kp30(persons: Sequence[KeypointPerson]) -> np.ndarray:
+    """(N,30,3) float64 for N persons (N may be 0)."""
+    return np.stack([p.kp30() for p in persons]) if persons else np.zeros((0, 30, 3))
+
+
+def person_boxes(persons: Sequence[KeypointPerson]) -> list[np.ndarray | None]:
+    """Each person's bbox (4,) xywh or None, for preprocess.prepare_persons(fallback_boxes=...)."""
+    return [p.bbox for p in persons]
+
+
+class KeypointSet:
+    """Persons per image. Keys: file name (str), COCO image id (int), or None for a single-image file."""
+
+    def __init__(self, per_image: dict[ImageKey, list[KeypointPerson]], source: str, file_format: str):
+        self.per_image = per_image
+        self.source = source
+        self.file_format = file_format  # "coco-results" | "coco-table" | "openpose" | "dpmesh-keypoints"
+
+    @property
+    def single_image(self) -> bool:
+        """True when the file holds one image's people (no file names or ids)."""
+        return None in self.per_image
+
+    def __len__(self) -> int:
+        return len(self.per_image)
+
+    def lookup(self, image_path: str | Path, root: str | Path | None = None) -> list[KeypointPerson] | None:
+        """The persons of ``image_path``, or None when the file has no entry for it.
+
+        A single-image file answers for any image. Otherwise match the path (relative to ``root`` when
+        given and inside it) against file names: the longest file name that the path ends with (a full
+        relative path first), then by basename alone (ambiguous -> KeypointFileError), then a numeric
+        file stem against integer image ids.
+        """
+        if self.single_image:
+            return self.per_image[None]
+        path = Path(image_path)
+        if root is not None:
+            try:
+                path = path.relative_to(root)
+            except ValueError:
+                pass
+        rel = PurePosixPath(path.as_posix())
+        names = {PurePosixPath(k.replace("\\", "/")): k for k in self.per_image if isinstance(k, str)}
+        suffix = [p for p in names if len(p.parts) <= len(rel.parts) and rel.parts[-len(p.parts):] == p.parts]
+        if suffix:  # exact relative path, or the longest file name that ends the image path
+            return self.per_image[names[max(suffix, key=lambda p: len(p.parts))]]
+        same_base = [k for p, k in names.items() if p.name == rel.name]
+        if len(same_base) > 1:
+            raise KeypointFileError(
+                f"{self.source}: image {path} matches several entries by file name "
+                f"({', '.join(sorted(same_base))}); "
+                "write paths relative to the image folder in the keypoint file"
+            )
+        if same_base:
+            return self.per_image[same_base[0]]
+        if rel.stem.isdigit() and int(rel.stem) in self.per_image:
+            return self.per_image[int(rel.stem)]
+        return None
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _fail(where: str, what: str) -> KeypointFileError:
+    return KeypointFileError(f"{where}: {what}")
+
+
+def _numbers(value: Any, where: str, field: str) -> np.ndarray:
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        raise _fail(where, f"'{field}' must be a list of numbers, got {json.dumps(value)[:60]}")
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise _fail(where, f"'{field}' contains a non-finite value (NaN or infinity) at position "
+                           f"{int(np.flatnonzero(~np.isfinite(arr))[0])}")
+    return arr
+
+
+def _keypoints(value: Any, where: str, field: str, formats: Sequence[str]) -> tuple[np.ndarray, str]:
+    """Flat [x, y, s] * J list -> ((J,3), joint format); the length picks one of ``formats``."""
+    arr = _numbers(value, where, field)
+    allowed = {3 * len(JOINT_FORMATS[f]): f for f in formats}
+    if arr.size not in allowed:
+        expected = " or ".join(f"{n} ({f}: {n // 3} joints x [x, y, score])" for n, f in allowed.items())
+        raise _fail(where, f"'{field}' has {arr.size} numbers, expected {expected}")
+    fmt = allowed[arr.size]
+    kp = arr.reshape(-1, 3)
+    neg = np.flatnonzero(kp[:, 2] < 0)
+    if neg.size:
+        j = int(neg[0])
+        raise _fail(where, f"joint {j} ({JOINT_FORMATS[fmt][j]}) has negative confidence {kp[j, 2]:g}; "
+                           "scores must be >= 0 (values above 1 are accepted)")
+    return kp, fmt
+
+
+def _person(entry: Any, where: str, field: str = "keypoints", formats: Sequence[str] = ("coco17",)
+            ) -> KeypointPerson:
+    if not isinstance(entry, dict):
+        raise _fail(where, f"expected an object with '{field}', got {type(entry).__name__}")
+    if field not in entry:
+        raise _fail(where, f"missing '{field}'")
+    kp, fmt = _keypoints(entry[field], where, field, formats)
+    score = entry.get("score")
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise _fail(where, f"'score' must be a finite number, got {score!r}")
+        score = float(score)
+    bbox = entry.get("bbox")
+    if bbox is not None:
+        bbox = _numbers(bbox, where, "bbox")
+        if bbox.size != 4 or bbox[2] < 0 or bbox[3] < 0:
+            raise _fail(where, "'bbox' must be [x, y, width, height] with width, height >= 0, "
+                               f"got {bbox.tolist()}")
+    return KeypointPerson(keypoints=kp, joint_format=fmt, score=score, bbox=bbox)  # type: ignore[arg-type]
+
+
+def _image_key(entry: dict, where: str) -> ImageKey:
+    if entry.get("file_name") is not None:
+        if not isinstance(entry["file_name"], str) or not entry["file_name"]:
+            raise _fail(where, f"'file_name' must be a non-empty string, got {entry['file_name']!r}")
+        return entry["file_name"]
+    if "image_id" in entry:
+        if isinstance(entry["image_id"], bool) or not isinstance(entry["image_id"], int):
+            raise _fail(where, f"'image_id' must be an integer, got {entry['image_id']!r}")
+        return entry["image_id"]
+    return None
+
+
+def _group(entries: list, src: str, label: str, *, table: dict[int, str] | None = None,
+           own_format: bool = False, images: Sequence[ImageKey] = ()) -> dict[ImageKey, list[KeypointPerson]]:
+    per_image: dict[ImageKey, list[KeypointPerson]] = {k: [] for k in images}
+    kinds = {type(k).__name__ for k in images}
+    skipped = 0
+    for i, entry in enumerate(entries):
+        where = f"{src}: {label}[{i}]"
+        if isinstance(entry, dict) and entry.get("category_id", 1) != 1:
+            skipped += 1  # not a person
+            continue
+        jf = None
+        if own_format:
+            jf = entry.get("joint_format", "coco17") if isinstance(entry, dict) else "coco17"
+            if jf not in JOINT_FORMATS:
+                raise _fail(where, f"'joint_format' {jf!r} is not one of {sorted(JOINT_FORMATS)}")
+        person = _person(entry, where, formats=(jf,) if own_format else ("coco17",))
+        key = _image_key(entry, where)
+        if table is not None:
+            if not isinstance(key, int) or key not in table:
+                raise _fail(where, f"'image_id' {key!r} is not an id listed in 'images'")
+            key = table[key]
+        kinds.add(type(key).__name__)
+        if len(kinds) > 1:
+            raise _fail(where, "entries mix 'file_name', 'image_id' and neither; use one way to name images")
+        per_image.setdefault(key, []).append(person)
+    if skipped:
+        logger.info("%s: skipped %d entries whose category_id is not 1 (person)", src, skipped)
+    if not per_image:
+        per_image[None] = []
+    return per_image
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise KeypointFileError(f"keypoint file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise KeypointFileError(f"cannot read keypoint file {path}: {e}") from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise KeypointFileError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
+                                f"{EXPECTED_FORMATS}") from e
+
+
+def _openpose_people(data: dict, src: str) -> list[KeypointPerson]:
+    people = data["people"]
+    if not isinstance(people, list):
+        raise _fail(src, f"'people' must be a list, got {type(people).__name__}")
+    out = []
+    for i, p in enumerate(people):
+        old_name = isinstance(p, dict) and "pose_keypoints_2d" not in p and "pose_keypoints" in p
+        field = "pose_keypoints" if old_name else "pose_keypoints_2d"
+        out.append(_person(p, f"{src}: people[{i}]", field=field, formats=("openpose18", "openpose25")))
+    return out
+
+
+def read_openpose_json(path: str | Path) -> list[KeypointPerson]:
+    """The persons of one OpenPose ``*_keypoints.json`` file (18- or 25-joint model)."""
+    path = Path(path)
+    data = _read_json(path)
+    if not isinstance(data, dict) or "people" not in data:
+        raise KeypointFileError(f"{path}: not an OpenPose file (no 'people' list); {EXPECTED_FORMATS}")
+    return _openpose_people(data, str(path))
+
+
+def _read_own(data: dict, src: str) -> KeypointSet:
+    if data["format"] != FORMAT_NAME or data.get("version") != FORMAT_VERSION:
+        raise _fail(src, f"unsupported format {data['format']!r} version {data.get('version')!r}; "
+                         f"this version reads {FORMAT_NAME!r} version {FORMAT_VERSION}")
+    unknown = sorted(set(data) - {"format", "version", "images", "people"})
+    images = data.get("images", [])
+    if unknown or not isinstance(data.get("people"), list) or not isinstance(images, list):
+        raise _fail(src, f"a {FORMAT_NAME} file has keys format, version, images (list of file names) and "
+                         f"people (list); unknown keys: {unknown}")
+    if any(not isinstance(n, str) for n in images):
+        raise _fail(src, "'images' must list file names (strings)")
+    return KeypointSet(_group(data["people"], src, "people", own_format=True, images=images), src, FORMAT_NAME)
+
+
+def _read_coco_table(data: dict, src: str) -> KeypointSet:
+    key = "annotations" if "annotations" in data else "results"
+    if not isinstance(data["images"], list) or not isinstance(data.get(key), list):
+        raise _fail(src, f"a COCO-style file needs 'images' and 'annotations' (or 'results') lists; "
+                         f"{EXPECTED_FORMATS}")
+    table: dict[int, str] = {}
+    for i, im in enumerate(data["images"]):
+        ok = isinstance(im, dict) and isinstance(im.get("file_name"), str)
+        if not ok or isinstance(im.get("id"), bool) or not isinstance(im.get("id"), int):
+            raise _fail(f"{src}: images[{i}]", "expected {\"id\": integer, \"file_name\": string}")
+        table[im["id"]] = im["file_name"]
+    return KeypointSet(_group(data[key], src, key, table=table, images=list(table.values())), src, "coco-table")
+
+
+def read_keypoints(path: str | Path) -> KeypointSet:
+    """Read any supported keypoint file (format detected from the content)."""
+    path = Path(path)
+    src = str(path)
+    data = _read_json(path)
+    if isinstance(data, list):
+        return KeypointSet(_group(data, src, "entry"), src, "coco-results")
+    if isinstance(data, dict) and "format" in data:
+        return _read_own(data, src)
+    if isinstance(data, dict) and "images" in data:
+        return _read_coco_table(data, src)
+    if isinstance(data, dict) and "people" in data:
+        return KeypointSet({None: _openpose_people(data, src)}, src, "openpose")
+    raise _fail(src, f"unrecognised keypoint file; {EXPECTED_FORMATS}")
+
+
+def write_keypoints_json(path: str | Path, per_image: Mapping[str | None, Sequence[KeypointPerson]]) -> None:
+    """Write persons per image in the dpmesh-keypoints format (read back by :func:`read_keypoints`).
+
+    Keys are file names (images with an empty list are kept), or a single None key for a one-image file.
+    """
+    if None in per_image and len(per_image) > 1:
+        raise ValueError("per_image mixes a None key (single image) with file names")
+    people = []
+    for name, persons in per_image.items():
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"image keys must be file names (str) or None, got {name!r}")
+        for p in persons:
+            people.append({
+                "file_name": name, "joint_format": p.joint_format,
+                "keypoints": [float(v) for v in np.asarray(p.keypoints, dtype=np.float64).reshape(-1)],
+                "score": None if p.score is None else float(p.score),
+                "bbox": None if p.bbox is None else [float(v) for v in np.asarray(p.bbox).reshape(4)],
+            })  # fmt: skip
+    doc = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
+           "images": [k for k in per_image if k is not None], "people": people}
+    Path(path).write_text(json.dumps(doc, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def validate_against_image(kp: np.ndarray, image_w: int, image_h: int, *, margin_frac: float = 0.5,
+                           where: str = "keypoints") -> tuple[np.ndarray, np.ndarray]:
+    """Treat joints far outside the image as missing.
+
+    kp (...,J,3) [x, y, score] px. A joint more than ``margin_frac * max(W, H)`` px outside
+    [0, W-1] x [0, H-1] (usually keypoints meant for another image size) gets its whole row set to
+    zero, the representation of a joint the detector did not report; a warning is logged. Joints
+    slightly outside (truncated people) are kept: the crop mask handles them as upstream does.
+    Returns (cleaned copy, dropped (...,J) bool).
+    """
+    kp = np.array(kp, dtype=np.float64)
+    m = margin_frac * max(image_w, image_h)
+    x, y = kp[..., 0], kp[..., 1]
+    dropped = (x < -m) | (x > image_w - 1 + m) | (y < -m) | (y > image_h - 1 + m)
+    if dropped.any():
+        kp[dropped] = 0.0
+        logger.warning("%s: %d keypoint(s) more than %.0f px outside the %dx%d image were treated as missing",
+                       where, int(dropped.sum()), m, image_w, image_h)
+    return kp, dropped

@@ -1,0 +1,1 @@
+"""The networks: each a <Name>Config, an nn.Module and its strict component io."""
