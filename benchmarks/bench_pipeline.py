@@ -23,10 +23,10 @@ def build_pipeline(size: str, device: str, dtype: str):
     from dpmesh_infer.models import sd15
     from dpmesh_infer.models.backbone import BackboneConfig, DiffusionBackbone
     from dpmesh_infer.models.body import SMPLBody
-    from dpmesh_infer.pipeline import Pipeline
     from dpmesh_infer.models.dpmesh import PipelineConfig
     from dpmesh_infer.models.pose_decoders import PoseDecoderConfig, build_pose_decoder
     from dpmesh_infer.models.regressor import Regressor, RegressorConfig
+    from dpmesh_infer.pipeline import Pipeline
     from dpmesh_infer.stand_ins.smpl import make_synthetic_smpl_arrays
     from dpmesh_infer.stand_ins.tiny import tiny_configs
 

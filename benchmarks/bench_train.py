@@ -31,7 +31,7 @@ def build_model(size: str):
     from dpmesh_infer.models.regressor import Regressor, RegressorConfig
     from dpmesh_infer.stand_ins.smpl import make_synthetic_smpl_arrays
     from dpmesh_infer.stand_ins.tiny import tiny_configs
-    from dpmesh_infer.train.model import DPMeshModel
+    from dpmesh_infer.train.model import TrainableDPMesh
 
     if size == "tiny":
         b_cfg, r_cfg, d_cfg, unet, cn, vae = tiny_configs("vqvae")
@@ -39,7 +39,7 @@ def build_model(size: str):
         b_cfg, d_cfg = BackboneConfig(), PoseDecoderConfig(type="vqvae")
         r_cfg = RegressorConfig(pose_head="vqvae")
         unet, cn, vae = sd15.unet_config(), sd15.controlnet_config(), sd15.vae_config()
-    return DPMeshModel(backbone=DiffusionBackbone.build(b_cfg, unet, cn, vae), regressor=Regressor(r_cfg),
+    return TrainableDPMesh(backbone=DiffusionBackbone.build(b_cfg, unet, cn, vae), regressor=Regressor(r_cfg),
                        pose_decoder=build_pose_decoder(d_cfg), body=SMPLBody(make_synthetic_smpl_arrays()))
 
 

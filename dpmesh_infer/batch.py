@@ -260,7 +260,7 @@ class BatchRunner:
 
     def __init__(self, pipe, keypoints: KeypointSource, *, chunk: int = 8, batch_size: int = 16,
                  focal=None, on_record: Callable[[ImageRecord], None] | None = None,
-                 renderer=None) -> None:
+                 renderer=None, max_pixels: int | None = None) -> None:
         if chunk < 1:
             raise InputError("--chunk must be at least 1")
         self.pipe = pipe
@@ -270,6 +270,7 @@ class BatchRunner:
         self.focal = focal
         self.on_record = on_record
         self.renderer = renderer  # a dpmesh_infer.render.Renderer: also write overlay.png / side.png
+        self.max_pixels = max_pixels
 
     def run(self, plan: BatchPlan) -> BatchSummary:
         """Process every image of ``plan``; Ctrl-C stops after the finished chunks are written
@@ -319,7 +320,7 @@ class BatchRunner:
             rec = ImageRecord(im, "done", output_folder(out_dir, im))
             t = time.perf_counter()
             try:
-                loaded.append((rec, load_image(im.path)))
+                loaded.append((rec, load_image(im.path, max_pixels=self.max_pixels)))
             except DpmeshError as e:
                 rec.status, rec.error = "failed", str(e)
                 failed.append(rec)
@@ -354,7 +355,6 @@ class BatchRunner:
                 rec.status, rec.error = "failed", res
                 failed.append(rec)
                 continue
-            res.source = str(rec.image.path)
             rec.skipped_persons = list(res.skipped)
             if not res.persons:
                 why = "; ".join(f"person {i}: {r}" for i, r in res.skipped) or "no person in the keypoints"
@@ -366,16 +366,11 @@ class BatchRunner:
         return computed, failed
 
     def _infer(self, part):
-        """``focal``: None, pixels, or a :class:`~dpmesh_infer.focal.FocalChoice` (resolved per image)."""
-        focals, sources = self.focal, None
-        if hasattr(self.focal, "for_image"):
-            picked = [self.focal.for_image(rec.image.path, a.shape[1], a.shape[0]) for rec, a, _ in part]
-            focals, sources = [f for f, _ in picked], [s for _, s in picked]
-        out = self.pipe([a for _, a, _ in part], keypoints=[p for _, _, p in part], focal=focals,
-                        batch_size=self.batch_size)
-        for j, ((rec, _, _), res) in enumerate(zip(part, out.images)):
-            if sources is not None:
-                res.focal_source = sources[j]
+        """``focal``: None, pixels, or a :class:`~dpmesh_infer.focal.FocalChoice` (resolved per image by
+        the pipeline, EXIF read from each image's file)."""
+        out = self.pipe([a for _, a, _ in part], keypoints=[p for _, _, p in part], focal=self.focal,
+                        batch_size=self.batch_size, sources=[str(rec.image.path) for rec, _, _ in part])
+        for (rec, _, _), res in zip(part, out.images):
             rec.focal_source = res.focal_source
         return list(out.images)
 

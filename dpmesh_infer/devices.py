@@ -22,3 +22,17 @@ def resolve_device(device=None):
         raise InputError(f"device {str(device)!r} was requested but CUDA is not available on this machine "
                          "(use --device cpu or auto)")
     return dev
+
+
+def autocast_off(where):
+    """A context in which autocast is disabled for the device of ``where`` (a tensor, a torch.device or
+    a device type such as "cuda"), so the code inside computes at its inputs' precision; a no-op for
+    device types without autocast (e.g. "meta")."""
+    import contextlib
+
+    import torch
+
+    device_type = where.device.type if isinstance(where, torch.Tensor) else torch.device(where).type
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()

@@ -128,7 +128,7 @@ def _renderers() -> list[Check]:
 
 def _weights(explicit) -> tuple[list[Check], Path | None]:
     from .errors import WeightsError
-    from .pipeline import missing_weight_files
+    from .weights.layout import FIX_CONVERT, FIX_SMPL, fix_command, missing_files, required_files
     from .weights.resolve import candidate_dirs, resolve_weights_dir
 
     try:
@@ -136,16 +136,13 @@ def _weights(explicit) -> tuple[list[Check], Path | None]:
     except WeightsError:
         looked = "; ".join(f"{p} ({src})" for src, p in candidate_dirs(explicit))
         return [Check("weights", "directory", "missing", f"not found; looked in: {looked}",
-                      "dpmesh weights convert-official /path/to/3dpw_best_ckpt.pth.tar --out DIR; "
-                      "dpmesh weights import-smpl /path/to/SMPL_NEUTRAL.pkl --weights DIR")], None
+                      f"{FIX_CONVERT.format(dir='DIR')}; {FIX_SMPL.format(dir='DIR')}")], None
     wdir = loc.path
     out = [Check("weights", "directory", "ok", f"{wdir} (from {loc.source})")]
-    missing = set(missing_weight_files(wdir))
-    for rel in _expected_files(wdir):
+    missing = set(missing_files(wdir))
+    for rel in required_files():
         if rel in missing:
-            fix = (f"dpmesh weights import-smpl /path/to/SMPL_NEUTRAL.pkl --weights {wdir}" if rel.startswith("smpl/")
-                   else f"dpmesh weights convert-official /path/to/3dpw_best_ckpt.pth.tar --out {wdir}")
-            out.append(Check("weights", rel, "missing", "missing", fix))
+            out.append(Check("weights", rel, "missing", "missing", fix_command(rel, wdir)))
         else:
             out.append(Check("weights", rel, "ok", "present"))
     if not missing:
@@ -153,18 +150,10 @@ def _weights(explicit) -> tuple[list[Check], Path | None]:
     return out, wdir
 
 
-def _expected_files(wdir: Path) -> list[str]:
-    """Every file of a complete weights directory (the list missing_weight_files checks)."""
-    from .pipeline import missing_weight_files
-
-    empty = Path(os.devnull) / "nonexistent"  # every file is missing under a path that cannot exist
-    return missing_weight_files(empty)
-
-
 def _untrained_flag(wdir: Path) -> Check:
     import json
 
-    from .weights.layout import PIPELINE_CONFIG_NAME
+    from .weights.layout import FIX_CONVERT, PIPELINE_CONFIG_NAME
 
     try:
         untrained = bool(json.loads((wdir / PIPELINE_CONFIG_NAME).read_text()).get("untrained", False))
@@ -173,12 +162,13 @@ def _untrained_flag(wdir: Path) -> Check:
                      f"dpmesh weights check --weights {wdir}")
     if untrained:
         return Check("weights", "trained", "warn", "UNTRAINED random weights (selftest/tests): meshes are meaningless",
-                     "dpmesh weights convert-official /path/to/3dpw_best_ckpt.pth.tar --out DIR")
+                     FIX_CONVERT.format(dir="DIR"))
     return Check("weights", "trained", "ok", "trained weights")
 
 
 def _detector_weights(wdir: Path | None) -> list[Check]:
-    from .detect.detectors import DEFAULT_DETECTOR, DETECTORS, cached_checkpoints, detectors_dir
+    from .detect.detectors import DEFAULT_DETECTOR, DETECTORS, cached_checkpoints
+    from .weights.layout import detectors_dir, fix_detector_command
 
     if wdir is None:
         return []
@@ -190,7 +180,7 @@ def _detector_weights(wdir: Path | None) -> list[Check]:
         out.append(Check("weights", label, "ok" if ok else "warn",
                          f"in {detectors_dir(wdir)}" if ok else "not downloaded (fetched on first use; "
                          "not needed with --keypoints)",
-                         "" if ok else f"dpmesh weights fetch --detector {name} --weights {wdir}"))
+                         "" if ok else fix_detector_command(name, wdir)))
     return out
 
 

@@ -41,21 +41,21 @@ import numpy as np
 from .atomic import write_text
 from .errors import InputError, WeightsError
 from .metrics import evaluate_meshes
+from .models.body_io import check_regressor, read_regressor_npy
+from .weights.layout import H36M_REGRESSOR_FILE, SMPL_DIR
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "INPUT_MODES", "H36M_REGRESSOR_FILENAME", "REPORT_FORMAT", "REPORT_SCHEMA_VERSION",
+    "INPUT_MODES", "REPORT_FORMAT", "REPORT_SCHEMA_VERSION",
     "EvaluationSettings", "PersonResult", "ReportRow", "EvaluationReport",
     "evaluate_dataset", "evaluate_command", "load_h36m_regressor", "load_gt_body", "write_report",
 ]
 
 INPUT_MODES = ("auto", "gt", "detected")
 #: Default location of the H36M regressor inside a weights directory (``<weights>/smpl/``).
-H36M_REGRESSOR_FILENAME = "J_regressor_h36m.npy"
 REPORT_FORMAT = "dpmesh-evaluation"
 REPORT_SCHEMA_VERSION = 1
-_NUM_VERTICES = 6890
 _SHOW = 5  # persons named per problem in error messages
 
 _REGRESSOR_HINT = (
@@ -336,7 +336,7 @@ def evaluate_dataset(pipeline, dataset, *, splits: Sequence[str] | None = None, 
         splits: split names (default: all of the dataset's, in its order).
         inputs: "auto", "gt" or "detected" (module docstring).
         h36m_regressor: (17, 6890) H36M joint regressor.
-        gt_bodies: gender ("neutral", "male", "female") -> :class:`~dpmesh_infer.body.SMPLBody`;
+        gt_bodies: gender ("neutral", "male", "female") -> :class:`~dpmesh_infer.models.body.SMPLBody`;
             "neutral" is required.
         allow_neutral_gt: build GT with the neutral body for persons whose gendered body is absent
             (recorded as a warning) instead of raising.
@@ -358,7 +358,8 @@ def evaluate_dataset(pipeline, dataset, *, splits: Sequence[str] | None = None, 
         raise InputError("batch_size and chunk must be at least 1")
     if "neutral" not in gt_bodies:
         raise InputError("gt_bodies must contain the 'neutral' SMPL body")
-    reg = _check_regressor(np.asarray(h36m_regressor), "h36m_regressor")
+    reg = check_regressor(h36m_regressor, where="h36m_regressor", what="H36M joint regressor", rows=17,
+                          dtype=np.float64)
     splits = _check_splits(dataset, splits)
     plan, excluded, fallback = _plan(dataset, splits, inputs, set(gt_bodies), allow_neutral_gt)
     todo = [(rec, items) for rec, items in plan if items]
@@ -429,16 +430,6 @@ def _check_splits(dataset, splits: Sequence[str] | None) -> list[str]:
 # --------------------------------------------------------------------------- files
 
 
-def _check_regressor(a: np.ndarray, where: str) -> np.ndarray:
-    if a.shape != (17, _NUM_VERTICES) or not np.issubdtype(a.dtype, np.number):
-        raise WeightsError(f"{where}: expected a (17, {_NUM_VERTICES}) numeric H36M joint regressor, "
-                           f"found {a.dtype} {tuple(a.shape)}")
-    a = a.astype(np.float64)
-    if not np.isfinite(a).all():
-        raise WeightsError(f"{where}: contains NaN or infinite values")
-    return a
-
-
 def load_h36m_regressor(path: str | os.PathLike | None, weights_dir: str | os.PathLike) -> tuple[np.ndarray, str, str]:
     """The (17, 6890) float64 H36M regressor: ``path`` if given, else ``<weights_dir>/smpl/J_regressor_h36m.npy``.
 
@@ -447,29 +438,24 @@ def load_h36m_regressor(path: str | os.PathLike | None, weights_dir: str | os.Pa
     Raises:
         WeightsError: not found (naming both places and where to get the file), unreadable, or wrong shape.
     """
-    default = Path(weights_dir) / "smpl" / H36M_REGRESSOR_FILENAME
+    default = Path(weights_dir) / SMPL_DIR / H36M_REGRESSOR_FILE
     p = Path(path) if path is not None else default
     if not p.is_file():
         given = f"--h36m-regressor {p} (not found)" if path is not None else "--h36m-regressor (not given)"
         raise WeightsError(f"H36M joint regressor not found. Looked at: {given}; {default} "
                            f"({'not found' if not default.is_file() else 'not used'}).\n"
                            + _REGRESSOR_HINT.format(default=default))
-    try:
-        a = np.load(p, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise WeightsError(f"cannot read {p} as a plain .npy array: {type(e).__name__}: {e}") from None
-    if not isinstance(a, np.ndarray):
-        raise WeightsError(f"{p}: expected one .npy array, found an archive of several")
+    a = read_regressor_npy(p, what="H36M joint regressor", rows=17, dtype=np.float64)
     source = f"{p.resolve()}" + (" (--h36m-regressor)" if path is not None else " (weights default)")
-    return _check_regressor(a, str(p)), source, hashlib.sha256(p.read_bytes()).hexdigest()
+    return a, source, hashlib.sha256(p.read_bytes()).hexdigest()
 
 
 def load_gt_body(path: str | os.PathLike, gender: str):
-    """An :class:`~dpmesh_infer.body.SMPLBody` from a gendered SMPL model (CPU): a folder or ``.npz``
+    """An :class:`~dpmesh_infer.models.body.SMPLBody` from a gendered SMPL model (CPU): a folder or ``.npz``
     written by ``dpmesh weights import-smpl``, or the official ``.pkl`` (read with the restricted,
     non-executing unpickler). Raises WeightsError when missing or invalid."""
-    from .models.body import SMPLBody, load_smpl
-    from .weights.smpl import read_smpl_source
+    from .models.body import SMPLBody
+    from .weights.smpl import load_smpl, read_smpl_source
 
     p = Path(path)
     if not p.exists():

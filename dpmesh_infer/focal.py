@@ -16,8 +16,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
-from .errors import InputError
+from .errors import ImageError, InputError
+from .geometry.camera import default_focal
 
 #: Diagonal of the 36 x 24 mm full frame, millimetres.
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
@@ -25,10 +27,6 @@ _EXIF_IFD = 0x8769
 _TAG_FOCAL_35MM = 0xA405
 _TAG_ORIENTATION = 0x0112
 DEFAULT_SOURCE = "default sqrt(W^2+H^2)"
-
-
-def default_focal(width: int, height: int) -> float:
-    return math.sqrt(width * width + height * height)
 
 
 def exif_focal_35mm(path: str | os.PathLike) -> float | None:
@@ -84,8 +82,6 @@ class FocalChoice:
     def for_path(self, path: str | os.PathLike) -> tuple[float | None, str]:
         if self.mode in ("default", "pixels"):
             return self.for_image(path, 0, 0)
-        from .errors import ImageError
-
         try:
             w, h = oriented_size(path)
         except (OSError, ValueError, SyntaxError) as e:
@@ -116,3 +112,39 @@ def parse_focal_options(focal: str | None, fov: float | None) -> FocalChoice:
     if not (value > 0 and math.isfinite(value)):
         raise InputError(f"--focal must be a positive number of pixels; got {focal}")
     return FocalChoice("pixels", value)
+
+
+def resolve_focals(focal: "float | Sequence[float | None] | FocalChoice | None", paths: Sequence[str | None],
+                   sizes: Sequence[tuple[int, int]]) -> list[tuple[float, str]]:
+    """The focal in pixels of each image's K and where it came from (the result's ``focal_source``).
+
+    Args:
+        focal: None (the default sqrt(W² + H²) for every image), a number of pixels, one value per image
+            (None = default), or a :class:`FocalChoice` (EXIF is read from ``paths``).
+        paths: per image its file, or None for in-memory images.
+        sizes: per image (width, height) in pixels, as loaded (EXIF orientation applied).
+
+    Raises:
+        InputError: a focal that is not a positive finite number, or a list of the wrong length.
+    """
+    n = len(sizes)
+    if isinstance(focal, FocalChoice):
+        picked = [focal.for_image(p, w, h) for p, (w, h) in zip(paths, sizes)]
+    elif focal is None:
+        picked = [(None, DEFAULT_SOURCE)] * n
+    elif isinstance(focal, (int, float)) or getattr(focal, "ndim", None) == 0:
+        picked = [(_positive(focal), f"focal={float(focal):g} px (given)")] * n
+    else:
+        values = list(focal)
+        if len(values) != n:
+            raise InputError(f"focal: got {len(values)} values for {n} images")
+        picked = [(None, DEFAULT_SOURCE) if v is None else (_positive(v), f"focal={float(v):g} px (given)")
+                  for v in values]
+    return [(default_focal(w, h) if f is None else f, src) for (f, src), (w, h) in zip(picked, sizes)]
+
+
+def _positive(value) -> float:
+    f = float(value)
+    if not (f > 0 and math.isfinite(f)):
+        raise InputError(f"focal must be a positive number of pixels, got {value}")
+    return f

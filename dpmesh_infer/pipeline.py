@@ -1,70 +1,45 @@
 """The inference pipeline: images + 2D keypoints -> SMPL meshes in each photo's camera.
 
-Stages (each its own module, batched over persons of all images):
+:class:`Pipeline` wraps the one composed network :class:`~dpmesh_infer.models.dpmesh.DPMesh` with
+what a user needs around it:
 
-1. :mod:`.preprocess` — joint-set mapping, square box, 256x256 crop, 32-grid joints, mask (CPU numpy).
-2. :mod:`.backbone` — heatmaps, VAE latent, ControlNet + LoRA UNet at t=1, taps and attention maps
-   merged to (B, 2048, 8, 8). fp16 autocast on CUDA, fp32 on CPU.
-3. :mod:`.regressor` — transformer regressor: root 6D, pose latent/logits, betas, camera.
-4. :mod:`.pose_decoders` — VPoser or VQ-VAE decoder -> body pose (fp32).
-5. :mod:`.body` / :mod:`.camera` — SMPL (fp32), 30 joints, placement in the photo camera K.
+1. inputs — images (paths, PIL, arrays) and keypoints (arrays in COCO-17 / OpenPose / J30, parsed
+   keypoint files), mapped to the 30-joint set; the 256x256 crops and 32-grid joints of
+   :mod:`~dpmesh_infer.geometry.crops` (CPU numpy);
+2. batching — the persons of all images share network batches of ``batch_size``;
+3. the network — fp16 autocast on CUDA, fp32 on CPU (attention maps, pose decoder, SMPL always fp32);
+4. the photo camera — one K per image (:mod:`~dpmesh_infer.focal` picks the focal); every person is
+   placed so its pelvis reprojects exactly onto its crop position
+   (:func:`~dpmesh_infer.geometry.camera.place_in_image`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from .devices import resolve_device
-from .errors import InputError, WeightsError
+from .errors import ConfigError, InputError, WeightsError
+from .focal import FocalChoice, resolve_focals
+from .geometry.camera import place_in_image, project
 from .images import ImageLike, load_image
+from .models.dpmesh import DPMesh, PipelineConfig
 from .outputs import ImageResult, Person, PipelineOutput
-from .weights.layout import COMPONENTS, PIPELINE_CONFIG_NAME, load_pipeline_config
-from .models.dpmesh import PipelineConfig
+
+if TYPE_CHECKING:
+    from .geometry.crops import PersonInput
 
 logger = logging.getLogger(__name__)
 
 #: Joint formats accepted as raw arrays, by number of joints.
 _FORMAT_BY_JOINTS = {17: "coco17", 18: "openpose18", 25: "openpose25", 30: "j30"}
-
-
-def missing_weight_files(weights_dir: Path) -> list[str]:
-    """Every file of a complete weights directory that is absent (empty list when complete)."""
-    from .weights.smpl import SMPL_FILENAME, SMPL_SUBDIR
-
-    need = [PIPELINE_CONFIG_NAME]
-    for comp in COMPONENTS:
-        if comp == "unet_lora":
-            need += [f"{comp}/adapter_config.json", f"{comp}/adapter_model.safetensors"]
-        elif comp in ("vae", "unet", "controlnet"):
-            need += [f"{comp}/config.json", f"{comp}/diffusion_pytorch_model.safetensors"]
-        else:
-            need += [f"{comp}/config.json", f"{comp}/model.safetensors"]
-    need.append(f"{SMPL_SUBDIR}/{SMPL_FILENAME}")
-    return [n for n in need if not (weights_dir / n).is_file()]
-
-
-def _missing_message(weights_dir: Path, source: str, missing: list[str], searched: Sequence[str]) -> str:
-    lines = [f"weights directory {weights_dir} (from {source}) is incomplete; missing:"]
-    lines += [f"    {weights_dir / m}" for m in missing]
-    fixes = []
-    if any(not m.startswith("smpl/") for m in missing):
-        fixes.append(f"dpmesh weights convert-official /path/to/3dpw_best_ckpt.pth.tar --out {weights_dir}")
-    if any(m.startswith("smpl/") for m in missing):
-        fixes.append(f"dpmesh weights import-smpl /path/to/SMPL_NEUTRAL.pkl --weights {weights_dir}")
-    lines.append("  looked in: " + "; ".join(searched))
-    lines.append("  fix with:")
-    lines += [f"    {f}" for f in fixes]
-    lines.append("  (see weights/README.md for where to obtain each file)")
-    return "\n".join(lines)
 
 
 def _resolve_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
@@ -92,20 +67,36 @@ class _PersonMeta:
 class Pipeline:
     """DPMesh inference: ``Pipeline.from_pretrained(DIR)(images, keypoints=...)``.
 
-    Components are passed explicitly (see :meth:`from_pretrained`). The networks run in ``dtype``
-    (float16 autocast on CUDA by default, float32 on CPU); attention maps, the pose decoder and SMPL
-    always run in float32.
+    Components are passed explicitly (diffusers style) and composed into one
+    :class:`~dpmesh_infer.models.dpmesh.DPMesh` (``self.model``; the constructor checks that they fit
+    together). The networks run in ``dtype`` (float16 autocast on CUDA by default, float32 on CPU);
+    attention maps, the pose decoder and SMPL always run in float32.
     """
 
     def __init__(self, *, config: PipelineConfig, backbone, regressor, pose_decoder, body,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         self.config = config
-        self.backbone = backbone
-        self.regressor = regressor
-        self.pose_decoder = pose_decoder
-        self.body = body
+        self.model = DPMesh.from_config(config, backbone=backbone, regressor=regressor, pose_decoder=pose_decoder,
+                                        body=body)
         self.device, self.dtype = _resolve_device_dtype(device, dtype)
         self._place()
+
+    # ------------------------------------------------------------------ components
+    @property
+    def backbone(self):
+        return self.model.backbone
+
+    @property
+    def regressor(self):
+        return self.model.regressor
+
+    @property
+    def pose_decoder(self):
+        return self.model.pose_decoder
+
+    @property
+    def body(self):
+        return self.model.body
 
     # ------------------------------------------------------------------ construction
 
@@ -121,39 +112,73 @@ class Pipeline:
 
         Raises:
             WeightsError: the directory or any file is missing (one message lists all of them, where it
-                looked, and the commands that fix it), or a file does not match the architecture.
+                looked, and the commands that fix it), a file does not match the architecture, or the
+                components do not fit together (the message names the directory and both sides).
         """
         from .models.backbone import DiffusionBackbone
-        from .models.body import load_smpl
         from .models.pose_decoders import load_pose_decoder
         from .models.regressor import load_regressor
+        from .weights.layout import (
+            backbone_folders,
+            component_dir,
+            load_pipeline_config,
+            missing_files,
+            missing_message,
+        )
         from .weights.resolve import resolve_weights_dir
+        from .weights.smpl import load_smpl
 
         loc = resolve_weights_dir(weights)
-        missing = missing_weight_files(loc.path)
+        root = loc.path
+        missing = missing_files(root)
         if missing:
-            raise WeightsError(_missing_message(loc.path, loc.source, missing, loc.searched))
-        config = load_pipeline_config(loc.path)
-        pose_decoder = load_pose_decoder(loc.path / "pose_decoder")
-        if pose_decoder.config.type != config.pose_decoder:
-            raise WeightsError(
-                f"{loc.path / PIPELINE_CONFIG_NAME} names pose decoder {config.pose_decoder!r} but "
-                f"{loc.path / 'pose_decoder'} holds a {pose_decoder.config.type!r} decoder"
-            )
-        regressor = load_regressor(loc.path / "regressor")
-        if regressor.config.pose_head != config.pose_decoder:
-            raise WeightsError(
-                f"regressor in {loc.path / 'regressor'} predicts for {regressor.config.pose_head!r} but the "
-                f"pipeline uses the {config.pose_decoder!r} pose decoder"
-            )
+            raise WeightsError(missing_message(root, loc.source, missing, loc.searched))
         dev, dt = _resolve_device_dtype(device, dtype)
-        backbone = DiffusionBackbone.from_pretrained(loc.path, device="cpu")
-        body = load_smpl(loc.path)
-        logger.info("loaded weights from %s (%s)", loc.path, loc.source)
+        try:
+            config = load_pipeline_config(root)
+            pose_decoder = load_pose_decoder(component_dir(root, "pose_decoder"))
+            regressor = load_regressor(component_dir(root, "regressor"))
+            backbone = DiffusionBackbone.from_folders(**backbone_folders(root), device="cpu")
+            pipe = cls(config=config, backbone=backbone, regressor=regressor, pose_decoder=pose_decoder,
+                       body=load_smpl(root), device=dev, dtype=dt)
+        except ConfigError as e:  # a component config (or their combination) is invalid: bad weights
+            raise WeightsError(f"invalid weights in {root}: {e}") from e
+        logger.info("loaded weights from %s (%s)", root, loc.source)
         if config.untrained:
-            logger.warning("the weights in %s are UNTRAINED (random init): results are meaningless", loc.path)
-        return cls(config=config, backbone=backbone, regressor=regressor, pose_decoder=pose_decoder,
-                   body=body, device=dev, dtype=dt)
+            logger.warning("the weights in %s are UNTRAINED (random init): results are meaningless", root)
+        return pipe
+
+    def save_pretrained(self, weights_dir: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """Write a complete weights directory that :meth:`from_pretrained` loads back (components in
+        float32 unless the network is in another dtype; SMPL and its head-top regressor included).
+
+        Written into a staging folder and swapped into place (``weights.layout.write_weights_dir``).
+        """
+        from .atomic import write_with
+        from .models.body_io import write_smpl_npz
+        from .models.pose_decoders import save_pose_decoder
+        from .models.regressor import save_regressor
+        from .weights.layout import (
+            EXTRA_REGRESSOR_FILE,
+            PIPELINE_CONFIG_NAME,
+            SMPL_DIR,
+            backbone_folders,
+            component_dir,
+            smpl_file,
+            write_weights_dir,
+        )
+
+        def fill(tmp: Path) -> None:
+            self.backbone.save_folders(**backbone_folders(tmp))
+            save_regressor(self.regressor, component_dir(tmp, "regressor"))
+            save_pose_decoder(self.pose_decoder, component_dir(tmp, "pose_decoder"))
+            write_smpl_npz(self.body.arrays, smpl_file(tmp))
+            extra = self.body.extra_regressor
+            if extra is not None:
+                write_with(tmp / SMPL_DIR / EXTRA_REGRESSOR_FILE, lambda f: np.save(f, extra, allow_pickle=False))
+            self.config.save_json(tmp / PIPELINE_CONFIG_NAME)
+
+        return write_weights_dir(weights_dir, fill, overwrite=overwrite)
 
     def _place(self) -> None:
         net_dtype = self.dtype if self.device.type == "cuda" else torch.float32
@@ -178,12 +203,12 @@ class Pipeline:
 
     def _keypoints_for(self, kp, image_path: str | None, i: int):
         """Normalise one image's keypoints to (kp30 (N,30,3), fallback boxes, scores)."""
-        from .keypoint_files import KeypointPerson, KeypointSet
         from .geometry.joints import to_j30
+        from .keypoint_files import KeypointPerson, KeypointSet
 
         if isinstance(kp, KeypointSet):
             if image_path is None:
-                raise InputError("a keypoint file can only be matched to images given as paths")
+                raise InputError("a keypoint file can only be matched to images given as paths (or sources=)")
             persons = kp.lookup(image_path)
             if persons is None:
                 raise InputError(f"{kp.source} has no keypoints for image {image_path}")
@@ -211,27 +236,35 @@ class Pipeline:
 
     # ------------------------------------------------------------------ running
 
-    def __call__(self, images: ImageLike | Sequence[ImageLike], keypoints, *, focal=None,
-                 principal=None, batch_size: int = 16) -> PipelineOutput:
+    def __call__(self, images: ImageLike | Sequence[ImageLike], keypoints, *,
+                 focal: float | Sequence[float | None] | FocalChoice | None = None, principal=None,
+                 batch_size: int = 16, max_pixels: int | None = None,
+                 sources: Sequence[str | os.PathLike | None] | None = None) -> PipelineOutput:
         """Reconstruct every person of every image.
 
         Args:
             images: one image or a list (paths, PIL images, or arrays; see :func:`load_image`).
             keypoints: per image, an array (N, J, 3) [x, y, confidence] in pixels with J = 17 (COCO-17),
                 18/25 (OpenPose) or 30 (internal set), or a list of
-                :class:`~dpmesh_infer.detect.keypoint_files.KeypointPerson`; for a list of images, a list
-                of those — or one :class:`~dpmesh_infer.detect.keypoint_files.KeypointSet` (a parsed
-                keypoint file) matched to image paths.
-            focal: focal length in pixels for the output camera K (a number, or one per image);
-                default sqrt(W^2 + H^2), the value the model was trained with.
+                :class:`~dpmesh_infer.keypoint_files.KeypointPerson`; for a list of images, a list of
+                those — or one :class:`~dpmesh_infer.keypoint_files.KeypointSet` (a parsed keypoint file)
+                matched to the image paths (or ``sources``).
+            focal: focal length in pixels of the output camera K: a number, one per image (None = the
+                default), or a :class:`~dpmesh_infer.focal.FocalChoice` (``--fov``, ``--focal exif``; EXIF
+                is read from each image's path or source). Default sqrt(W^2 + H^2), what the model was
+                trained with. Where it came from is each result's ``focal_source``.
             principal: (cx, cy) principal point in pixels (or one per image); default image centre.
             batch_size: persons per network batch (persons of different images share batches).
+            max_pixels: refuse larger images (decompression-bomb guard; default 100 M or
+                ``$DPMESH_MAX_PIXELS``).
+            sources: per image, the file it came from, for in-memory images (written as ``source``
+                and used to match a KeypointSet and to read EXIF); default the path of path inputs.
 
         Returns:
             PipelineOutput with one ImageResult per image, in input order.
         """
-        from .keypoint_files import KeypointSet, validate_against_image
         from .geometry.crops import prepare_persons
+        from .keypoint_files import KeypointSet, validate_against_image
 
         single = not isinstance(images, (list, tuple))
         image_list = [images] if single else list(images)
@@ -245,24 +278,31 @@ class Pipeline:
             raise InputError(f"got {len(image_list)} images but keypoints for {len(kp_list)}")
         if batch_size < 1:
             raise InputError("batch_size must be at least 1")
-        focals = self._per_image(focal, len(image_list), "focal")
-        principals = self._per_image(principal, len(image_list), "principal")
+        if sources is None:
+            names = [str(img) if isinstance(img, (str, os.PathLike)) else None for img in image_list]
+        else:
+            names = [None if s is None else str(s) for s in sources]
+            if len(names) != len(image_list):
+                raise InputError(f"got {len(image_list)} images but {len(names)} sources")
+        principals = self._per_image(principal, len(image_list))
+        arrays = [load_image(img, max_pixels=max_pixels) for img in image_list]
+        sizes = [(a.shape[1], a.shape[0]) for a in arrays]
+        focals = resolve_focals(focal, names, sizes)
 
         results: list[ImageResult] = []
         all_persons, metas = [], []
-        for i, (img, kp) in enumerate(zip(image_list, kp_list)):
-            path = str(img) if isinstance(img, (str, os.PathLike)) else None
-            rgb = load_image(img)
-            h, w = rgb.shape[:2]
+        for i, (rgb, kp) in enumerate(zip(arrays, kp_list)):
+            path = names[i]
+            w, h = sizes[i]
             kp30, boxes, scores = self._keypoints_for(kp, path, i)
             # joints far outside the photo (keypoints meant for another image size) count as missing
             kp30, _ = validate_against_image(kp30, w, h, where=path or f"image {i}")
             persons, skipped = prepare_persons(rgb, kp30, self.config.preprocess, boxes, image_index=i)
-            f = float(focals[i]) if focals[i] is not None else math.sqrt(w * w + h * h)
+            f, f_source = focals[i]
             pp = principals[i] if principals[i] is not None else (w / 2.0, h / 2.0)
             K = np.array([[f, 0, pp[0]], [0, f, pp[1]], [0, 0, 1]], dtype=np.float32)
             results.append(ImageResult(persons=[], K=K, image_size=(w, h), source=path, skipped=list(skipped),
-                                       focal_source="default sqrt(W^2+H^2)" if focals[i] is None else "given"))
+                                       focal_source=f_source))
             for p in persons:
                 all_persons.append(p)
                 metas.append(_PersonMeta(i, p.person_index, scores[p.person_index]))
@@ -280,18 +320,14 @@ class Pipeline:
         return PipelineOutput(images=results, faces=self.faces)
 
     @staticmethod
-    def _per_image(value, n: int, name: str) -> list:
+    def _per_image(value, n: int) -> list:
         if value is None:
             return [None] * n
-        if name == "focal" and np.ndim(value) == 0:
-            if not float(value) > 0:
-                raise InputError(f"focal must be a positive number of pixels, got {value}")
-            return [float(value)] * n
-        if name == "principal" and np.shape(value) == (2,):
+        if np.shape(value) == (2,):
             return [tuple(map(float, value))] * n
         vals = list(value)
         if len(vals) != n:
-            raise InputError(f"{name}: got {len(vals)} values for {n} images")
+            raise InputError(f"principal: got {len(vals)} values for {n} images")
         return vals
 
     @staticmethod
@@ -313,11 +349,12 @@ class Pipeline:
         return contextlib.nullcontext()
 
     @torch.inference_mode()
-    def forward_persons(self, persons: list, *, focal: torch.Tensor, principal: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the networks and the body model on preprocessed persons (one network batch).
+    def forward_persons(self, persons: list[PersonInput], *, focal: torch.Tensor,
+                        principal: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the network on preprocessed persons (one network batch) and place them in the photo camera.
 
         Args:
-            persons: list of :class:`~dpmesh_infer.preprocess.PersonInput` (any images).
+            persons: list of :class:`~dpmesh_infer.geometry.crops.PersonInput` (any images).
             focal: (B,) focal length of each person's output camera K, pixels.
             principal: (B, 2) principal point of each person's K, pixels.
 
@@ -326,38 +363,20 @@ class Pipeline:
             photo camera; global_orient (3), body_pose (23,3) axis-angle; betas (10); joints_2d (30,2)
             pixels; cam (3) raw; transl_crop (3) crop-camera translation.
         """
-        from .geometry.camera import camera_translation, place_in_image, project
-        from .geometry.crops import collate, make_heatmaps
-        from .geometry.rotations import rot6d_to_axis_angle
+        from .geometry.crops import collate
 
         batch = collate(persons).to(self.device)
-        cfg = self.config.preprocess
-        sizes = batch.image_size.to(torch.float32)
-        model_focal = torch.sqrt((sizes ** 2).sum(dim=1))  # sqrt(W^2 + H^2) per person's image
-        if not self.config.focal_per_image:
-            model_focal = model_focal[:1].expand_as(model_focal)  # upstream: first sample for the batch
+        model_focal = self.model.model_focal(batch.image_size)
         focal = focal.to(self.device)
         principal = principal.to(self.device)
-
-        heatmaps = make_heatmaps(batch.joints32, batch.mask, size=cfg.heatmap_size, sigma=cfg.heatmap_sigma)
-        net_dtype = next(self.backbone.parameters()).dtype
         with self._autocast():
-            feats = self.backbone(batch.images.to(net_dtype), batch.joints32.to(net_dtype), heatmaps.to(net_dtype))
-            reg = self.regressor(feats)
-        global_orient = rot6d_to_axis_angle(reg.root_pose_6d.float())
-        body_pose = self.pose_decoder(reg.pose.float())
-        betas = reg.betas.float()
-        cam = reg.cam.float()
-        transl_crop = camera_translation(cam, model_focal, input_size=cfg.input_size)
-        body = self.body(global_orient, body_pose, betas, transl_crop)
-        root_crop = body.root
-        root_full = place_in_image(root_crop, batch.box, focal, principal, model_focal=model_focal,
-                                   crop_size=cfg.input_size)
-        offset = root_full - root_crop
-        placed = body.translated(offset)
+            out = self.model(batch.images, batch.joints32, batch.mask, model_focal)
+        root_full = place_in_image(out.root, batch.box, focal, principal, model_focal=model_focal,
+                                   crop_size=self.config.preprocess.input_size)
+        offset = (root_full - out.root)[:, None, :]
+        joints = out.joints + offset
         return {
-            "vertices": placed.vertices, "joints": placed.joints, "global_orient": global_orient,
-            "body_pose": body_pose, "betas": betas, "transl": transl_crop + offset,
-            "joints_2d": project(placed.joints, focal, principal, eps=0.0), "cam": cam,
-            "transl_crop": transl_crop,
+            "vertices": out.vertices + offset, "joints": joints, "global_orient": out.global_orient,
+            "body_pose": out.body_pose, "betas": out.betas, "transl": out.transl + offset[:, 0],
+            "joints_2d": project(joints, focal, principal, eps=0.0), "cam": out.cam, "transl_crop": out.transl,
         }

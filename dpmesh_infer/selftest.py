@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def _check_detector(root: Path, image: np.ndarray, check) -> None:
     """mmpose detector plumbing: a random-init RTMO-s from mmpose's shipped config, saved as a state-dict
     checkpoint and loaded through the real loading path, run on the synthetic photo. Skipped (and said so)

@@ -8,7 +8,29 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
 os.environ.setdefault("DPMESH_NO_DOWNLOAD", "1")
 
+# Under pytest-xdist (README: `python3 -m pytest -q` runs `-n auto`), each worker gets its share of the
+# cores: torch's own thread pool would otherwise oversubscribe them (and subprocesses inherit the limit).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _WORKERS > 1:
+    _threads = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, _threads)
+
+import gzip  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def official_layout() -> dict:
+    """Key -> {"shape", "dtype"} of the official release checkpoint (tests/data, vendored and compressed)."""
+    with gzip.open(DATA / "official_checkpoint_layout.json.gz", "rt", encoding="utf-8") as f:
+        data = json.load(f)
+    data.pop("_notes", None)
+    return data
 
 
 @pytest.fixture(autouse=True)

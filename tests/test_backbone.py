@@ -9,24 +9,27 @@ import shutil
 import pytest
 import torch
 
+from dpmesh_infer.errors import ConfigError, InputError, WeightsError
 from dpmesh_infer.models import sd15
-from dpmesh_infer.models.attention import CAPTURED_ATTN2, CrossAttentionCapture, CaptureStore, maps_to_grid
+from dpmesh_infer.models.attention import CAPTURED_ATTN2, CaptureStore, CrossAttentionCapture, maps_to_grid
 from dpmesh_infer.models.backbone import (
     BackboneAdapter,
     BackboneConfig,
     DiffusionBackbone,
     _StopAfterLastTap,
 )
-from dpmesh_infer.errors import ConfigError, InputError, WeightsError
 from dpmesh_infer.models.io import read_safetensors, save_safetensors
+from dpmesh_infer.stand_ins.tiny import tiny_configs
+from dpmesh_infer.weights.layout import backbone_folders
+
+TINY = tiny_configs()
 
 B = 2
 
 
 def _tiny(seed: int = 0, randomize: bool = True) -> DiffusionBackbone:
     torch.manual_seed(seed)
-    bb = DiffusionBackbone.build(BackboneConfig.tiny(), sd15.unet_config(tiny=True),
-                                 sd15.controlnet_config(tiny=True), sd15.vae_config(tiny=True))
+    bb = DiffusionBackbone.build(TINY.backbone, TINY.unet, TINY.controlnet, TINY.vae)
     if randomize:  # LoRA B and the ControlNet zero-convs are zero-initialised; make them matter
         with torch.no_grad():
             for name, p in bb.unet.named_parameters():
@@ -60,7 +63,9 @@ def reference(tiny, inputs):
 
 @pytest.fixture(scope="module")
 def saved_dir(tiny, tmp_path_factory):
-    return tiny.save_pretrained(tmp_path_factory.mktemp("backbone") / "weights")
+    root = tmp_path_factory.mktemp("backbone") / "weights"
+    tiny.save_folders(**backbone_folders(root))
+    return root
 
 
 def _expected_lora_targets(n_blocks_per_stage=((2, 2, 2, 0), 1, (0, 3, 3, 3))) -> set[str]:
@@ -118,7 +123,7 @@ def test_lora_saved_keys_are_peft_format(tiny):
 # ----------------------------------------------------------------------------------------- tiny numerics
 def test_forward_shapes_and_map_normalisation(reference):
     feats, out = reference
-    assert tuple(out.shape) == (B, 64, 8, 8)
+    assert tuple(out.shape) == (B, TINY.backbone.merge_channels, 8, 8)
     assert tuple(feats.tap4.shape) == (B, 64, 4, 4)
     assert tuple(feats.tap8.shape) == (B, 64, 8, 8)
     assert tuple(feats.tap16.shape) == (B, 32, 16, 16)
@@ -227,7 +232,7 @@ def test_taps_feed_the_unet_head_with_controlnet_residuals(tiny, inputs, referen
     images, joints32, heatmaps = inputs
     with torch.no_grad():
         latent = tiny.encode_images(images)
-        tokens = tiny.adapter.joint_tokens(joints32)
+        tokens = tiny.adapter.joint_tokens(joints32, 32)
         t = torch.ones(B, dtype=torch.long)
         down, mid = tiny.controlnet(torch.cat([latent, heatmaps], 1), t, tokens, heatmaps, return_dict=False)
         full = tiny.unet(latent, t, encoder_hidden_states=tokens, down_block_additional_residuals=list(down),
@@ -245,7 +250,7 @@ def test_controlnet_residuals_are_added():
 
     def plain_unet_path():
         latent = bb.encode_images(images)
-        tokens = bb.adapter.joint_tokens(joints32)
+        tokens = bb.adapter.joint_tokens(joints32, 32)
         with bb.store.recording() as st:
             with pytest.raises(_StopAfterLastTap):
                 bb.unet(latent, torch.ones(1, dtype=torch.long), encoder_hidden_states=tokens)
@@ -279,7 +284,7 @@ def test_vae_latent_is_posterior_mean_of_intact_autoencoder(tiny, inputs):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(7)
-    intact = AutoencoderKL.from_config(sd15.vae_config(tiny=True)).eval()
+    intact = AutoencoderKL.from_config(TINY.vae).eval()
     state = {k: v for k, v in intact.state_dict().items() if k.split(".")[0] in ("encoder", "quant_conv")}
     bb = _tiny(randomize=False)
     bb.vae.load_state_dict(state, strict=True)
@@ -296,7 +301,7 @@ def test_fp32_maps_under_autocast(tiny, inputs):
         out = tiny.adapter.merge(feats)
     assert feats.attn8.dtype == torch.float32 and feats.attn16.dtype == torch.float32
     torch.testing.assert_close(feats.attn16.sum(1), torch.ones_like(feats.attn16[:, 0]), atol=1e-5, rtol=0)
-    assert tuple(out.shape) == (B, 64, 8, 8) and torch.isfinite(out).all()
+    assert tuple(out.shape) == (B, TINY.backbone.merge_channels, 8, 8) and torch.isfinite(out).all()
 
 
 def test_gradients_reach_lora_and_adapter_only():
@@ -329,7 +334,7 @@ def test_saved_layout_and_key_names(tiny, saved_dir):
     from diffusers import UNet2DConditionModel
 
     with torch.device("meta"):
-        plain = UNet2DConditionModel.from_config(sd15.unet_config(tiny=True))
+        plain = UNet2DConditionModel.from_config(TINY.unet)
     assert set(unet) == set(plain.state_dict())  # exactly the diffusers names, LoRA not merged
     lora = read_safetensors(saved_dir / "unet_lora/adapter_model.safetensors")
     assert len(lora) == 288 and all(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in lora)
@@ -337,12 +342,13 @@ def test_saved_layout_and_key_names(tiny, saved_dir):
     assert "conv_in.weight" in cn and not any(k.startswith("controlnet_cond_embedding") for k in cn)
     assert json.loads((saved_dir / "controlnet/config.json").read_text())["in_channels"] == 34
     lcfg = json.loads((saved_dir / "unet_lora/adapter_config.json").read_text())
-    assert (lcfg["r"], lcfg["lora_alpha"], lcfg["lora_dropout"], lcfg["peft_type"]) == (64, 64, 0.0, "LORA")
-    assert BackboneConfig.load_json(saved_dir / "adapter/config.json") == BackboneConfig.tiny()
+    assert (lcfg["r"], lcfg["lora_alpha"], lcfg["lora_dropout"], lcfg["peft_type"]) == (
+        TINY.backbone.lora_rank, TINY.backbone.lora_alpha, 0.0, "LORA")
+    assert BackboneConfig.load_json(saved_dir / "adapter/config.json") == TINY.backbone
 
 
 def test_round_trip_identical_output(saved_dir, inputs, reference):
-    loaded = DiffusionBackbone.from_pretrained(saved_dir)
+    loaded = DiffusionBackbone.from_folders(**backbone_folders(saved_dir))
     assert not any(t.is_meta for t in loaded.state_dict().values())
     with torch.no_grad():
         out = loaded(*inputs)
@@ -363,7 +369,7 @@ def test_strict_loading_names_missing_and_unexpected_keys(saved_dir, tmp_path):
     del state[victim]
     save_safetensors(state, path)
     with pytest.raises(WeightsError, match="missing keys") as e:
-        DiffusionBackbone.from_pretrained(d)
+        DiffusionBackbone.from_folders(**backbone_folders(d))
     assert victim in str(e.value) and str(path) in str(e.value)
 
     d2 = _copy(saved_dir, tmp_path / "b")
@@ -372,7 +378,7 @@ def test_strict_loading_names_missing_and_unexpected_keys(saved_dir, tmp_path):
     state["outmodules.3.0.weight"] = torch.zeros(1)
     save_safetensors(state, path)
     with pytest.raises(WeightsError, match="unexpected keys") as e:
-        DiffusionBackbone.from_pretrained(d2)
+        DiffusionBackbone.from_folders(**backbone_folders(d2))
     assert "outmodules.3.0.weight" in str(e.value)
 
     d3 = _copy(saved_dir, tmp_path / "c")
@@ -382,7 +388,7 @@ def test_strict_loading_names_missing_and_unexpected_keys(saved_dir, tmp_path):
     state[key] = torch.zeros(state[key].shape[0], 3)
     save_safetensors(state, path)
     with pytest.raises(WeightsError, match="shape mismatches") as e:
-        DiffusionBackbone.from_pretrained(d3)
+        DiffusionBackbone.from_folders(**backbone_folders(d3))
     assert key in str(e.value)
 
 
@@ -390,7 +396,7 @@ def test_missing_folder_and_lora_config_mismatch(saved_dir, tmp_path):
     d = _copy(saved_dir, tmp_path)
     shutil.rmtree(d / "controlnet")
     with pytest.raises(WeightsError, match="controlnet") as e:
-        DiffusionBackbone.from_pretrained(d)
+        DiffusionBackbone.from_folders(**backbone_folders(d))
     assert str(d / "controlnet" / "config.json") in str(e.value)
 
     d2 = _copy(saved_dir, tmp_path / "b")
@@ -399,7 +405,7 @@ def test_missing_folder_and_lora_config_mismatch(saved_dir, tmp_path):
     cfg["target_modules"] = ["to_q", "to_k", "to_v", "to_out.0"]  # misses ff.net.0.proj
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(WeightsError, match="target modules differ"):
-        DiffusionBackbone.from_pretrained(d2)
+        DiffusionBackbone.from_folders(**backbone_folders(d2))
 
 
 def test_load_component_states_is_strict(tiny):
@@ -418,7 +424,7 @@ def test_load_component_states_is_strict(tiny):
 
 # ----------------------------------------------------------------------------------------- config / inputs
 def test_config_round_trip_and_validation():
-    cfg = BackboneConfig.tiny()
+    cfg = TINY.backbone
     assert BackboneConfig.from_dict(json.loads(cfg.to_json())) == cfg
     assert BackboneConfig().merge_in_channels == 3580
     with pytest.raises(ConfigError, match="joint_token_layers"):
@@ -429,14 +435,14 @@ def test_config_round_trip_and_validation():
                                          merge_channels=32))
     assert {k for k in two.state_dict() if k.startswith("kp_lifting")} == {
         "kp_lifting.0.weight", "kp_lifting.0.bias", "kp_lifting.2.weight", "kp_lifting.2.bias"}
-    assert tuple(two.joint_tokens(torch.zeros(3, 30, 2)).shape) == (3, 30, 8)
+    assert tuple(two.joint_tokens(torch.zeros(3, 30, 2), 32).shape) == (3, 30, 8)
 
 
 def test_inconsistent_component_configs_rejected():
-    cn = sd15.controlnet_config(tiny=True)
+    cn = dict(TINY.controlnet)
     cn["in_channels"] = 4 + 17
     with pytest.raises(ConfigError, match="in_channels"):
-        DiffusionBackbone.build(BackboneConfig.tiny(), sd15.unet_config(tiny=True), cn, sd15.vae_config(tiny=True),
+        DiffusionBackbone.build(TINY.backbone, TINY.unet, cn, TINY.vae,
                                 device="meta")
 
 

@@ -6,17 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from dpmesh_infer.errors import WeightsError
 from dpmesh_infer.models.body import (
     FACE_VERTEX_IDS,
     HEAD_TOP_FALLBACK_VERTEX,
     JOINT_NAMES_30,
     SMPLBody,
     build_joint_regressor_30,
-    load_smpl,
 )
-from dpmesh_infer.errors import WeightsError
 from dpmesh_infer.stand_ins.smpl import SYNTHETIC_REST_JOINTS, make_synthetic_smpl_arrays, write_synthetic_smpl_npz
-from dpmesh_infer.weights.smpl import load_smpl_arrays
+from dpmesh_infer.weights.smpl import load_smpl, load_smpl_arrays
 
 
 @pytest.fixture(scope="module")

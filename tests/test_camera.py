@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dpmesh_infer.geometry import camera as C
-from dpmesh_infer.models.body import load_smpl
 from dpmesh_infer.stand_ins.smpl import write_synthetic_smpl_npz
+from dpmesh_infer.weights.smpl import load_smpl
 
 D = torch.float64
 
@@ -27,13 +27,14 @@ def test_camera_translation_matches_upstream_formula():
     g = torch.Generator().manual_seed(0)
     cam = torch.randn(5, 3, generator=g, dtype=D) * 2
     f = torch.rand(5, generator=g, dtype=D) * 3000 + 300
-    t = C.camera_translation(cam, f)
+    t = C.camera_translation(cam, f, input_size=256)
     for i in range(5):
         k = math.sqrt(f[i].item() ** 2 * 2.5**2 / (256 * 256))
         expected = [cam[i, 0].item(), cam[i, 1].item(), k / (1 + math.exp(-cam[i, 2].item()))]
         np.testing.assert_allclose(t[i].numpy(), expected, rtol=1e-12)
     # scalar focal broadcasts
-    scalar, batched = C.camera_translation(cam[:1], 1000.0), C.camera_translation(cam[:1], f[:1] * 0 + 1000)
+    scalar, batched = (C.camera_translation(cam[:1], 1000.0, input_size=256),
+                        C.camera_translation(cam[:1], f[:1] * 0 + 1000, input_size=256))
     torch.testing.assert_close(scalar, batched)
 
 
@@ -59,7 +60,7 @@ def test_crop_to_image_inverts_the_crop_affine():
     box = torch.tensor([[700.0, 300.0, 512.0]], dtype=D)
     img = torch.tensor([[[700.0, 300.0], [444.0, 44.0], [956.0, 556.0], [10.0, 20.0]]], dtype=D)
     crop = (img - box[:, None, :2]) * (256 / box[:, None, 2:]) + 128  # the forward crop affine
-    torch.testing.assert_close(C.crop_to_image(crop, box), img)
+    torch.testing.assert_close(C.crop_to_image(crop, box, 256), img)
     expected = torch.tensor([[128.0, 128.0], [0.0, 0.0], [256.0, 256.0]], dtype=D)
     torch.testing.assert_close(crop[0, :3], expected)
 
@@ -87,7 +88,7 @@ def scene(tmp_path_factory):
     gamma = ((z_root - offset[:, 2]) / k).clamp(1e-3, 1 - 1e-3)
     txy = (torch.rand(b, 2, generator=g, dtype=D) - 0.5) * 40 / f[:, None] * z_root[:, None]
     cam = torch.cat([txy, torch.logit(gamma)[:, None]], 1)
-    t = C.camera_translation(cam, f)
+    t = C.camera_translation(cam, f, input_size=256)
     s = (torch.rand(b, generator=g, dtype=D) * 0.9 + 0.1) * torch.minimum(w, h)
     cx = s / 2 + torch.rand(b, generator=g, dtype=D) * (w - s)
     cy = s / 2 + torch.rand(b, generator=g, dtype=D) * (h - s)
@@ -102,12 +103,12 @@ def scene(tmp_path_factory):
 def test_place_in_image_root_exact_and_others_by_formula(scene, eps):
     jc, box, f, pp = scene["joints_crop"], scene["box"], scene["f"], scene["pp"]
     root_c = jc[:, 0]
-    root_f = C.place_in_image(root_c, box, f, pp, eps=eps)
+    root_f = C.place_in_image(root_c, box, f, pp, crop_size=256, eps=eps)
     torch.testing.assert_close(root_f[:, 2], root_c[:, 2] * 256 / box[:, 2])
     joints_full = jc - root_c[:, None] + root_f[:, None]
     uv_full = C.project(joints_full, f, pp, eps=0)  # exact pinhole through K
     uv_crop = C.project(jc, f, torch.tensor([128.0, 128.0], dtype=D), eps=eps)
-    uv_mapped = C.crop_to_image(uv_crop, box)
+    uv_mapped = C.crop_to_image(uv_crop, box, 256)
     # root: exact
     torch.testing.assert_close(uv_full[:, 0], uv_mapped[:, 0], rtol=0, atol=1e-8)
     # other joints: the documented difference f·dz/(Z'+dz)·(s_crop·(1 − S/256) − m)
@@ -126,16 +127,16 @@ def test_place_in_image_root_exact_and_others_by_formula(scene, eps):
 def test_place_in_image_with_focal_override(scene):
     jc, box, f, pp = scene["joints_crop"], scene["box"], scene["f"], scene["pp"]
     f_user = f * 1.37
-    root_f = C.place_in_image(jc[:, 0], box, f_user, pp, model_focal=f)
+    root_f = C.place_in_image(jc[:, 0], box, f_user, pp, model_focal=f, crop_size=256)
     uv_full = C.project(root_f[:, None], f_user, pp, eps=0)[:, 0]
-    uv_mapped = C.crop_to_image(C.project(jc[:, :1], f, torch.tensor([128.0, 128.0], dtype=D)), box)[:, 0]
+    uv_mapped = C.crop_to_image(C.project(jc[:, :1], f, torch.tensor([128.0, 128.0], dtype=D)), box, 256)[:, 0]
     torch.testing.assert_close(uv_full, uv_mapped, rtol=0, atol=1e-8)
     torch.testing.assert_close(root_f[:, 2], jc[:, 0, 2] * 256 / box[:, 2] * 1.37)
 
 
 def test_full_translation_reproduces_the_placed_mesh(scene):
     body, jc, box, f, pp = scene["body"], scene["joints_crop"], scene["box"], scene["f"], scene["pp"]
-    root_f = C.place_in_image(jc[:, 0], box, f, pp)
+    root_f = C.place_in_image(jc[:, 0], box, f, pp, crop_size=256)
     transl = C.full_translation(root_f, scene["offset"])
     out = body(scene["go"], scene["bp"], scene["be"], transl)
     torch.testing.assert_close(out.root.to(D), root_f, rtol=0, atol=1e-4)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dpmesh_infer.errors import InputError, UntrustedCheckpointError, WeightsError
+from dpmesh_infer.models.io import read_safetensors
 from dpmesh_infer.stand_ins.official import make_tiny_official_checkpoint
 from dpmesh_infer.weights import convert_official as co
 from dpmesh_infer.weights.convert_official import (
@@ -19,11 +20,7 @@ from dpmesh_infer.weights.convert_official import (
     map_official_state_dict,
     verify_mapped,
 )
-from dpmesh_infer.models.io import read_safetensors
-
-LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_checkpoint_layout.json"
-if not LAYOUT.is_file():  # the checkout may sit elsewhere; /work/shared is the canonical place
-    LAYOUT = Path("/work/shared/reference/official_checkpoint_layout.json")
+from dpmesh_infer.weights.layout import backbone_folders
 
 FILES = {
     "vae": "vae/diffusion_pytorch_model.safetensors",
@@ -40,11 +37,9 @@ SD, DUP = "module.backbone.sd_model.", "module.backbone.unet.unet."
 # ----------------------------------------------------------------------------------- full size, meta
 @pytest.fixture(scope="module")
 def layout() -> dict[str, dict]:
-    if not LAYOUT.is_file():
-        pytest.skip(f"layout reference {LAYOUT} not available")
-    data = json.loads(LAYOUT.read_text())
-    data.pop("_notes")
-    return data
+    from conftest import official_layout
+
+    return official_layout()
 
 
 def _meta_state(layout: dict[str, dict]) -> dict[str, torch.Tensor]:
@@ -225,7 +220,7 @@ def test_converted_folder_loads_and_reproduces_outputs(tiny_ckpt, converted):
     heatmaps = torch.rand(2, 30, 32, 32, generator=g)
     with torch.no_grad():
         feat_ref = tiny_ckpt.backbone(images, joints32, heatmaps)
-        feat = DiffusionBackbone.from_pretrained(out)(images, joints32, heatmaps)
+        feat = DiffusionBackbone.from_folders(**backbone_folders(out))(images, joints32, heatmaps)
         assert torch.equal(feat, feat_ref)
         reg_ref = tiny_ckpt.regressor(feat_ref)
         reg = load_regressor(out / "regressor")(feat)
@@ -237,8 +232,9 @@ def test_converted_folder_loads_and_reproduces_outputs(tiny_ckpt, converted):
 def test_converted_folder_is_a_complete_pipeline_after_smpl_import(converted, tmp_path):
     import shutil
 
-    from dpmesh_infer.pipeline import Pipeline, missing_weight_files
+    from dpmesh_infer.pipeline import Pipeline
     from dpmesh_infer.stand_ins.smpl import write_synthetic_smpl_npz
+    from dpmesh_infer.weights.layout import missing_files as missing_weight_files
 
     out, _ = converted
     weights = tmp_path / "w"
@@ -288,7 +284,7 @@ def test_fp16_copy(tiny_ckpt, tmp_path):
     report = convert_official(tiny_ckpt.path, tmp_path / "out", target=tiny_ckpt.target, dtype=torch.float16)
     _assert_exact(tmp_path / "out", tiny_ckpt.expected, dtype=torch.float16)
     assert report.dtype == "float16" and "float16" in str(report)
-    DiffusionBackbone.from_pretrained(tmp_path / "out")  # loads (cast to float32)
+    DiffusionBackbone.from_folders(**backbone_folders(tmp_path / "out"))  # loads (cast to float32)
 
 
 class _OddDict(dict):

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from dpmesh_infer.models.body import SMPLBody
 from dpmesh_infer.data.format import Dataset
 from dpmesh_infer.data.synthetic import (
     POSE_BOX,
@@ -20,6 +19,7 @@ from dpmesh_infer.data.synthetic import (
     synthetic_background,
 )
 from dpmesh_infer.errors import InputError
+from dpmesh_infer.models.body import SMPLBody
 from dpmesh_infer.stand_ins.smpl import make_synthetic_smpl_arrays
 
 TORSO_JOINTS = (0, 3, 6, 9)  # pelvis, torso (spine1), spine (spine2), chest (spine3): inside the body
@@ -294,9 +294,9 @@ def test_invalid_arguments_are_input_errors(tmp_path, kwargs, message):
 
 
 def test_smpl_from_a_weights_directory(tmp_path):
-    from dpmesh_infer.models.body import load_smpl
     from dpmesh_infer.errors import WeightsError
     from dpmesh_infer.stand_ins.smpl import write_synthetic_smpl_npz
+    from dpmesh_infer.weights.smpl import load_smpl
 
     weights = tmp_path / "weights"
     write_synthetic_smpl_npz(weights, seed=1, extra_regressor=True)  # a different body than the default

@@ -344,8 +344,8 @@ def test_topdown_rtmdet_rtmpose(tmp_path):
 def test_run_detect_writes_reusable_keypoint_json(detector, tmp_path):
     from PIL import Image
 
-    from dpmesh_infer.keypoint_files import read_keypoints
     from dpmesh_infer.detect.run import run_detect
+    from dpmesh_infer.keypoint_files import read_keypoints
 
     folder = tmp_path / "imgs"
     (folder / "sub").mkdir(parents=True)
@@ -369,7 +369,7 @@ def test_cli_detect_and_fetch_detector(rtmo, tmp_path, monkeypatch):
     from PIL import Image
     from typer.testing import CliRunner
 
-    from dpmesh_infer.cli.detect import app
+    from dpmesh_infer.cli import app
 
     _, ckpt, cfg = rtmo
     Image.fromarray(_images()[0]).save(tmp_path / "one.jpg")
@@ -381,7 +381,8 @@ def test_cli_detect_and_fetch_detector(rtmo, tmp_path, monkeypatch):
     assert json.loads(out.read_text())["people"] == []
 
     monkeypatch.setenv(D.NO_DOWNLOAD_ENV, "1")
-    res = runner.invoke(app, ["fetch-detector", "rtmo-l", "--weights", str(tmp_path / "w"), "--no-progress"])
+    res = runner.invoke(app, ["weights", "fetch", "--detector", "rtmo-l", "--weights", str(tmp_path / "w"),
+                              "--no-progress"])
     assert res.exit_code == 3 and "Traceback" not in res.output
     assert D.DETECTORS["rtmo-l"].pose.url in res.output
     assert str(tmp_path / "w" / "detectors" / D.DETECTORS["rtmo-l"].pose.file_name) in res.output

@@ -44,8 +44,8 @@ def _smpl_params(rng, x: float, gender: str, valid: bool = True) -> SMPLParams:
 @pytest.fixture(scope="module")
 def world(tiny_weights, tmp_path_factory):
     """Dataset dir, the GT bodies by gender, their SMPL files, the H36M regressor file, and per-person inputs."""
-    from dpmesh_infer.models.body import load_smpl
     from dpmesh_infer.stand_ins.smpl import write_synthetic_smpl_npz
+    from dpmesh_infer.weights.smpl import load_smpl
 
     root = tmp_path_factory.mktemp("eval")
     files = {"neutral": tiny_weights / "smpl" / "SMPL_NEUTRAL.npz",

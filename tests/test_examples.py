@@ -24,8 +24,8 @@ def generated(tmp_path):
 
 
 def test_make_examples(generated):
-    from dpmesh_infer.keypoint_files import read_keypoints
     from dpmesh_infer.images import load_image
+    from dpmesh_infer.keypoint_files import read_keypoints
 
     assert load_image(generated / "images" / "street.jpg").shape == (480, 640, 3)
     assert load_image(generated / "images" / "plaza.png").shape == (600, 800, 3)

@@ -6,7 +6,9 @@ import logging
 import numpy as np
 import pytest
 
-from dpmesh_infer.detect import (
+from dpmesh_infer.errors import InputError, KeypointFileError
+from dpmesh_infer.geometry.joints import coco17_to_j30
+from dpmesh_infer.keypoint_files import (
     KeypointPerson,
     person_boxes,
     read_keypoints,
@@ -15,8 +17,6 @@ from dpmesh_infer.detect import (
     validate_against_image,
     write_keypoints_json,
 )
-from dpmesh_infer.errors import InputError, KeypointFileError
-from dpmesh_infer.geometry.joints import coco17_to_j30
 
 
 def _coco_kp(seed, n=17):

@@ -39,7 +39,8 @@ def test_root_lands_where_the_crop_camera_put_it(tiny_pipeline, scene):
     persons, _ = prepare_persons(image, coco17_to_j30(kp), PreprocessConfig())
     w, h = 640, 480
     f = np.sqrt(w * w + h * h)
-    raw = tiny_pipeline.forward_persons(persons, focal=torch.full((2,), f), principal=torch.tensor([[320.0, 240.0]] * 2))
+    raw = tiny_pipeline.forward_persons(persons, focal=torch.full((2,), f),
+                                        principal=torch.tensor([[320.0, 240.0]] * 2))
     res = tiny_pipeline(image, keypoints=kp)[0]
     for j, p in enumerate(res.persons):
         offset = raw["transl"][j].numpy() - raw["transl_crop"][j].numpy()

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 
 from dpmesh_infer.errors import ConfigError, WeightsError
+from dpmesh_infer.geometry.rotations import axis_angle_to_matrix
+from dpmesh_infer.models.io import read_safetensors, save_safetensors
 from dpmesh_infer.models.pose_decoders import (
     PoseDecoderConfig,
     VPoserDecoder,
@@ -17,8 +19,6 @@ from dpmesh_infer.models.pose_decoders import (
     load_pose_decoder,
     save_pose_decoder,
 )
-from dpmesh_infer.geometry.rotations import axis_angle_to_matrix
-from dpmesh_infer.models.io import read_safetensors, save_safetensors
 
 TINY_VQ = dict(type="vqvae", num_tokens=6, codebook_size=16, token_dim=8, dec_hidden_dim=12, dec_token_inter_dim=10,
                dec_hidden_inter_dim=14, enc_num_blocks=2, enc_hidden_dim=20, enc_token_inter_dim=9,

@@ -5,8 +5,20 @@ import pytest
 import torch
 
 from dpmesh_infer.errors import ConfigError
+from dpmesh_infer.geometry.crops import (
+    PreprocessConfig,
+    Skip,
+    SquareBox,
+    box_from_keypoints,
+    collate,
+    crop_affines,
+    crop_image,
+    crop_to_image_points,
+    joint_inputs,
+    make_heatmaps,
+    prepare_persons,
+)
 from dpmesh_infer.geometry.joints import GRAPH_JOINTS, J30_NAMES, coco17_to_j30, openpose18_to_j30, openpose25_to_j30
-from dpmesh_infer.geometry.crops import PreprocessConfig, Skip, SquareBox, box_from_keypoints, collate, crop_affines, crop_image, crop_to_image_points, joint_inputs, make_heatmaps, prepare_persons
 
 CFG = PreprocessConfig()
 UNFILLED = [3, 6, 9, 10, 11, 13, 14, 15, 22, 23, 29]

@@ -3,17 +3,15 @@
 import hashlib
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dpmesh_infer.errors import ConfigError, WeightsError
-from dpmesh_infer.models.regressor import Regressor, RegressorConfig, load_regressor, save_regressor
-from dpmesh_infer.models.regressor import _run_cascade
-from dpmesh_infer.models.transformer import JointDecoder, inverse_sigmoid, sine_position_encoding_2d, sinusoid_table
 from dpmesh_infer.models.io import read_safetensors, save_safetensors
+from dpmesh_infer.models.regressor import Regressor, RegressorConfig, _run_cascade, load_regressor, save_regressor
+from dpmesh_infer.models.transformer import JointDecoder, inverse_sigmoid, sine_position_encoding_2d, sinusoid_table
 
 REGRESSOR_PREFIXES = {
     "down_linear", "conv2d_to_3d", "conv_3d_coord", "exponent", "spose_shape_cam_param", "query",
@@ -23,10 +21,6 @@ REGRESSOR_PREFIXES = {
 # sha256 of the sorted "key:shape" lines of the official layout for REGRESSOR_PREFIXES ("module."
 # removed), computed from shared/reference/official_checkpoint_layout.json: 182 tensors, 15,575,719 values
 LAYOUT_DIGEST = "c94a0bb19e663ed67e1f75421c56c627311fd745a17e41bf19c23a85125260ba"
-LAYOUT_CANDIDATES = [
-    Path(__file__).resolve().parents[1] / "shared" / "reference" / "official_checkpoint_layout.json",
-    Path("/work/shared/reference/official_checkpoint_layout.json"),
-]
 
 TINY = dict(in_channels=12, d_model=16, nhead=2, enc_layers=2, dec_layers=3, dim_feedforward=32,
             refine_layers=2, refine_feedforward=24, num_joints=5, depth_bins=3, feat_size=4,
@@ -55,14 +49,14 @@ def test_full_size_state_dict_matches_official_layout():
     with torch.device("meta"):
         model = Regressor(RegressorConfig())
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    layout = next((p for p in LAYOUT_CANDIDATES if p.is_file()), None)
-    if layout is not None:
-        data = json.loads(layout.read_text())
-        ref = {k[len("module."):]: tuple(v["shape"]) for k, v in data.items()
-               if k.startswith("module.") and k[len("module."):].split(".")[0] in REGRESSOR_PREFIXES}
-        assert set(ours) - set(ref) == set(), "keys not in the official layout"
-        assert set(ref) - set(ours) == set(), "official keys missing from the model"
-        assert {k: v for k, v in ours.items() if ref[k] != v} == {}
+    from conftest import official_layout
+
+    data = official_layout()
+    ref = {k[len("module."):]: tuple(v["shape"]) for k, v in data.items()
+           if k.startswith("module.") and k[len("module."):].split(".")[0] in REGRESSOR_PREFIXES}
+    assert set(ours) - set(ref) == set(), "keys not in the official layout"
+    assert set(ref) - set(ours) == set(), "official keys missing from the model"
+    assert {k: v for k, v in ours.items() if ref[k] != v} == {}
     assert len(ours) == 182
     assert _digest(ours) == LAYOUT_DIGEST
     assert ours["pos_embed_1d.pos_table"] == (512, 256)

@@ -13,11 +13,18 @@ import torch
 
 from dpmesh_infer.data.format import ImageAnnotation, PersonAnnotation, SMPLParams
 from dpmesh_infer.errors import ConfigError
-from dpmesh_infer.geometry.joints import COCO17_NAMES, J30_NAMES, coco17_to_j30  # fmt: skip
 from dpmesh_infer.geometry.crops import PreprocessConfig, SquareBox, crop_affines, prepare_persons  # fmt: skip
+from dpmesh_infer.geometry.joints import COCO17_NAMES, J30_NAMES, coco17_to_j30  # fmt: skip
 from dpmesh_infer.train.augment import (
-    ERROR_KINDS, AugmentConfig, AugmentParams, crop_affine, synthesize_detector_errors,
-    synthesize_detector_errors_labelled, synthetic_occlusion, transform_joints_3d, transform_smpl_pose,
+    ERROR_KINDS,
+    AugmentConfig,
+    AugmentParams,
+    crop_affine,
+    synthesize_detector_errors,
+    synthesize_detector_errors_labelled,
+    synthetic_occlusion,
+    transform_joints_3d,
+    transform_smpl_pose,
 )  # fmt: skip
 from dpmesh_infer.train.samples import make_training_sample, usable_person
 

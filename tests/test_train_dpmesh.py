@@ -11,10 +11,10 @@ import torch
 from typer.testing import CliRunner
 
 from dpmesh_infer.cli import app
+from dpmesh_infer.models.io import read_safetensors
 from dpmesh_infer.train.augment import AugmentConfig
 from dpmesh_infer.train.config import DataConfig, DatasetSpec, InitConfig, OptimConfig, StageConfig, TrainConfig
 from dpmesh_infer.train.trainer import train_dpmesh
-from dpmesh_infer.models.io import read_safetensors
 
 runner = CliRunner()
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from dpmesh_infer.errors import InputError
-from dpmesh_infer.models.pose_decoders import PoseDecoderConfig, VQVAEDecoder, VQVAEPosePrior, load_pose_decoder
 from dpmesh_infer.geometry.rotations import axis_angle_to_matrix
-from dpmesh_infer.train import vqvae as vq
 from dpmesh_infer.models.io import read_safetensors
+from dpmesh_infer.models.pose_decoders import PoseDecoderConfig, VQVAEDecoder, VQVAEPosePrior, load_pose_decoder
+from dpmesh_infer.train import vqvae as vq
 
 TINY = PoseDecoderConfig(type="vqvae", num_tokens=6, codebook_size=16, token_dim=8, dec_hidden_dim=16,
                          dec_token_inter_dim=16, dec_hidden_inter_dim=32, enc_num_blocks=1, enc_hidden_dim=32,

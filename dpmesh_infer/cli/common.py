@@ -1,16 +1,20 @@
-"""How every ``dpmesh`` command reports failures: one message, no traceback, a distinct exit code."""
+"""What every ``dpmesh`` command shares: the consoles, the error handler (one message, no traceback,
+the exit code of :mod:`dpmesh_infer.errors`), logging setup, and the options several commands take,
+declared once."""
 
 from __future__ import annotations
 
 import functools
 import logging
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import DpmeshError
+from ..errors import EXIT_INTERRUPTED, DpmeshError
 
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -26,7 +30,7 @@ def handle_errors(fn):
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper
 
@@ -40,3 +44,33 @@ def setup_logging(verbose: int, quiet: bool = False) -> None:
 
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err_console,
                         show_path=False)], force=True)
+
+
+def say_ok(message: str) -> None:
+    """``ok: <message>`` on stdout, printed literally (paths may contain markup characters)."""
+    console.print(f"ok: {message}", highlight=False, markup=False)
+
+
+# ------------------------------------------------------------------ options shared by several commands
+
+WEIGHTS_HELP = "Weights directory (default: $DPMESH_WEIGHTS, then ~/.cache/dpmesh)."
+
+
+def weights_option(help: str = WEIGHTS_HELP) -> Optional[object]:
+    """``--weights/-w DIR``."""
+    return typer.Option(None, "--weights", "-w", help=help)
+
+
+def device_option(help: str = "auto, cpu, cuda or cuda:N.") -> object:
+    """``--device``."""
+    return typer.Option("auto", "--device", help=help)
+
+
+def verbose_option() -> object:
+    """``--verbose/-v`` (repeatable)."""
+    return typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv for debug).")
+
+
+def quiet_option(help: str = "No progress bar or summary table (errors still shown).") -> object:
+    """``--quiet/-q``."""
+    return typer.Option(False, "--quiet", "-q", help=help)

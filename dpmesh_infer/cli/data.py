@@ -1,6 +1,6 @@
 """Typer commands of ``dpmesh data``: ``convert coco|crowdpose|3dpw|amass`` (and the synthetic generator).
 
-``data_app`` is mounted on the main ``dpmesh`` app as ``data``. The converters are imported inside the
+``app`` is mounted on the main ``dpmesh`` app as ``data``. The converters are imported inside the
 commands, so ``dpmesh --help`` stays instant. Errors are DpmeshError subclasses (DatasetError: exit
 code 2): the message is printed, not a traceback.
 """
@@ -11,18 +11,15 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 
-from .common import handle_errors
+from .common import handle_errors, say_ok
 
-data_app = typer.Typer(no_args_is_help=True, add_completion=False,
+app = typer.Typer(no_args_is_help=True,
                        help="Training/evaluation data: convert public datasets into the dpmesh format "
                             "(docs/DATA.md).")
-convert_app = typer.Typer(no_args_is_help=True, add_completion=False,
+convert_app = typer.Typer(no_args_is_help=True,
                           help="Convert a public dataset's annotations into a dpmesh dataset directory.")
-data_app.add_typer(convert_app, name="convert")
-
-console = Console(soft_wrap=True)
+app.add_typer(convert_app, name="convert")
 
 _IMAGES_HELP = "Folder the annotation file's image paths are relative to (stored as the image root; never copied)."
 _OUT_HELP = "Dataset directory to write (dataset.json + annotations/<split>.jsonl)."
@@ -31,10 +28,6 @@ _CHECK_HELP = "Fail unless every referenced image file exists."
 _OVERWRITE_HELP = "Replace a dataset already in --out."
 _MIN_KP_HELP = "Skip persons with fewer labelled (v>0) keypoints (1 = 3DCrowdNet's rule)."
 _FIT_HELP = "Mark NeuralAnnot fits with fit_err above this as smpl.valid=false (kept, not supervised)."
-
-
-def _ok(summary: str) -> None:
-    console.print(f"ok: {summary}", highlight=False, markup=False)
 
 
 @convert_app.command("coco")
@@ -55,7 +48,7 @@ def convert_coco_cmd(
     """COCO keypoints (+ NeuralAnnot SMPL) -> dpmesh dataset."""
     from ..data.converters import convert_coco
 
-    _ok(convert_coco(annotations, out, images=images, neuralannot=neuralannot, split=split,
+    say_ok(convert_coco(annotations, out, images=images, neuralannot=neuralannot, split=split,
                      min_keypoints=min_keypoints, max_fit_err=max_fit_err, check_images=check_images,
                      overwrite=overwrite, name=name).summary())
 
@@ -79,7 +72,7 @@ def convert_crowdpose_cmd(
     """CrowdPose keypoints (+ NeuralAnnot SMPL) -> dpmesh dataset."""
     from ..data.converters import convert_crowdpose
 
-    _ok(convert_crowdpose(annotations, out, images=images, neuralannot=neuralannot, split=split,
+    say_ok(convert_crowdpose(annotations, out, images=images, neuralannot=neuralannot, split=split,
                           min_keypoints=min_keypoints, max_fit_err=max_fit_err, size=size,
                           check_images=check_images, overwrite=overwrite, name=name).summary())
 
@@ -104,7 +97,7 @@ def convert_3dpw_cmd(
     """3DPW (3DCrowdNet/I2L-MeshNet JSON) -> dpmesh dataset with GT SMPL, camera, OpenPose inputs, subset tags."""
     from ..data.converters import convert_3dpw
 
-    _ok(convert_3dpw(annotations, out, images=images, split=split, oc=oc, pc=pc, detections=detections, tags=tag,
+    say_ok(convert_3dpw(annotations, out, images=images, split=split, oc=oc, pc=pc, detections=detections, tags=tag,
                      check_images=check_images, overwrite=overwrite, name=name).summary())
 
 
@@ -123,13 +116,13 @@ def convert_amass_cmd(
     from ..data.converters import convert_amass
 
     result = convert_amass(src, out, target_fps=fps, zero_hands=zero_hands, overwrite=overwrite)
-    _ok(result.summary())
+    say_ok(result.summary())
 
 
 # ---------------------------------------------------------------------------------------- synthetic
 
 
-@data_app.command("synthetic")
+@app.command("synthetic")
 @handle_errors
 def synthetic_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Dataset directory to write (images/, annotations/, "
@@ -150,5 +143,5 @@ def synthetic_cmd(
     splits = {"train": train, **({"test": test} if test else {})}
     path = generate_synthetic_dataset(out, splits=splits, persons_per_image=(min_people, max_people),
                                       image_size=(width, height), seed=seed, smpl=smpl)
-    _ok(f"wrote {path} ({', '.join(f'{k}: {v} images' for k, v in splits.items())}); "
+    say_ok(f"wrote {path} ({', '.join(f'{k}: {v} images' for k, v in splits.items())}); "
         f"body model: {'SMPL from ' + str(smpl) if smpl else 'synthetic stand-in'}")

@@ -7,17 +7,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
-from .common import err_console, handle_errors, setup_logging
 from ..errors import InputError
+from .common import console, device_option, err_console, handle_errors, quiet_option, setup_logging, verbose_option
 
-train_app = typer.Typer(no_args_is_help=True, help="Train the VQ-VAE pose prior and DPMesh (teacher, then "
+app = typer.Typer(no_args_is_help=True, help="Train the VQ-VAE pose prior and DPMesh (teacher, then "
                         "student with noisy-keypoint reasoning).")
-console = Console()
 
 
-@train_app.command("vqvae")
+@app.command("vqvae")
 @handle_errors
 def train_vqvae_cmd(
     poses: Path = typer.Option(..., "--poses", help="Folder of AMASS-style .npz files (a 'poses' array), "
@@ -27,7 +25,7 @@ def train_vqvae_cmd(
     batch_size: int = typer.Option(256, help="Frames per step."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate (constant)."),
     seed: int = typer.Option(0, help="Initialisation and batch-order seed."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    device: str = device_option(),
     log_every: int = typer.Option(50, help="Steps between log.jsonl records."),
     checkpoint_every: int = typer.Option(1000, help="Steps between checkpoints (also at every epoch end)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt exactly."),
@@ -36,7 +34,7 @@ def train_vqvae_cmd(
     zero_hands: bool = typer.Option(False, "--zero-hands", help="Zero SMPL joints 22/23 instead of reading "
                                     "columns 66:72 (those are finger joints in SMPL+H files)."),
     frame_stride: int = typer.Option(1, help="Keep every k-th frame."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True),
+    verbose: int = verbose_option(),
 ):
     """Pre-train the VQ-VAE pose prior; the result loads as the pose decoder (OUT/pose_decoder)."""
     setup_logging(verbose)
@@ -47,7 +45,7 @@ def train_vqvae_cmd(
                                 model_config=model_config, zero_hands=zero_hands, frame_stride=frame_stride))
 
 
-@train_app.command("dpmesh")
+@app.command("dpmesh")
 @handle_errors
 def train_dpmesh_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="Training configuration JSON "
@@ -56,8 +54,8 @@ def train_dpmesh_cmd(
                              "and one weights folder per stage (teacher/, student/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/checkpoints/latest."),
     device: str = typer.Option("auto", help="auto (GPU when present; the GPUs of `accelerate launch`) or cpu."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True),
+    quiet: bool = quiet_option("No progress bar."),
+    verbose: int = verbose_option(),
 ):
     """Train DPMesh: a teacher on ground-truth keypoints, then a student on noisy keypoints with NKR.
 
@@ -105,42 +103,7 @@ def _with_progress(run):
         return run(cb)
 
 
-def template_config(*, data: list[str], smpl: str | None, tiny: bool, sd15: str | None, controlnet: str | None,
-                    pose_decoder: str | None, pose_head: str, steps_per_epoch: int = 0,
-                    weights: str | None = None) -> dict:
-    """A training configuration as a JSON-able dict (every field present, paper defaults).
-
-    ``weights``: fine-tune an existing weights folder (e.g. a converted release checkpoint): it is the
-    student's initialisation and its teacher, so the template has only a student stage.
-    """
-    from ..train.config import DatasetSpec, DataConfig, InitConfig, OptimConfig, StageConfig, TrainConfig
-
-    if weights:
-        from ..weights.layout import load_pipeline_config
-
-        head = load_pipeline_config(weights).pose_decoder
-        init = InitConfig(weights=weights, smpl=smpl, pose_head=head)
-        stages = (StageConfig(name="student", epochs=30, max_steps_per_epoch=steps_per_epoch),)
-        return TrainConfig(data=DataConfig(train=tuple(DatasetSpec(path=d) for d in data)), init=init,
-                           stages=stages).to_dict()
-
-    if tiny:
-        init = InitConfig(tiny=True, smpl=smpl, pose_head=pose_head, pose_decoder=pose_decoder)
-        stages = (StageConfig(name="teacher", epochs=2, final_lr_epochs=1, max_steps_per_epoch=steps_per_epoch),
-                  StageConfig(name="student", epochs=2, final_lr_epochs=1, max_steps_per_epoch=steps_per_epoch))
-        return TrainConfig(data=DataConfig(train=tuple(DatasetSpec(path=d) for d in data), num_workers=0),
-                           init=init, stages=stages, optim=OptimConfig(batch_size=4, lr=1e-3, lr_final=1e-4),
-                           checkpoint_every=50, log_every=5).to_dict()
-    init = InitConfig(sd15=sd15 or "runwayml/stable-diffusion-v1-5",
-                      controlnet=controlnet if controlnet is not None else "lllyasviel/sd-controlnet-openpose",
-                      pose_decoder=pose_decoder or "runs/vqvae/pose_decoder", pose_head=pose_head, smpl=smpl)
-    stages = (StageConfig(name="teacher", epochs=10, max_steps_per_epoch=steps_per_epoch),
-              StageConfig(name="student", epochs=30, max_steps_per_epoch=steps_per_epoch))
-    return TrainConfig(data=DataConfig(train=tuple(DatasetSpec(path=d) for d in data)), init=init,
-                       stages=stages).to_dict()
-
-
-@train_app.command("config")
+@app.command("config")
 @handle_errors
 def train_config_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the JSON configuration."),
@@ -185,6 +148,8 @@ def train_config_cmd(
         write_synthetic_h36m_regressor(npz.parent)
         smpl = str(smpl_dir)
         console.print(f"wrote a SYNTHETIC body model and H36M regressor (not SMPL) for the smoke run: {smpl_dir}")
+    from ..train.config import template_config
+
     d = template_config(data=[str(Path(p).expanduser().resolve()) for p in data], smpl=smpl, tiny=tiny, sd15=sd15,
                         controlnet=controlnet, pose_decoder=pose_decoder, pose_head=pose_head,
                         steps_per_epoch=steps_per_epoch,

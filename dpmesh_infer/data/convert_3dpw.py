@@ -23,8 +23,17 @@ from typing import Iterable
 import numpy as np
 
 from .convert_common import (
-    CocoFile, ConversionResult, bbox_xywh, check_image_files, image_root_value, image_size, infer_split,
-    numbers, prepare_out, read_json, write_records,
+    CocoFile,
+    ConversionResult,
+    bbox_xywh,
+    check_image_files,
+    image_root_value,
+    image_size,
+    infer_split,
+    numbers,
+    prepare_out,
+    read_json,
+    write_records,
 )  # fmt: skip
 from .format import DatasetError, ImageAnnotation, PersonAnnotation, SMPLParams
 

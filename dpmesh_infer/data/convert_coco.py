@@ -17,8 +17,17 @@ import numpy as np
 
 from ..geometry.joints import coco17_to_j30, map_to_j30
 from .convert_common import (
-    CocoFile, ConversionResult, NeuralAnnot, bbox_xywh, check_image_files, image_root_value, image_size,
-    infer_split, keypoints_xyv, prepare_out, write_records,
+    CocoFile,
+    ConversionResult,
+    NeuralAnnot,
+    bbox_xywh,
+    check_image_files,
+    image_root_value,
+    image_size,
+    infer_split,
+    keypoints_xyv,
+    prepare_out,
+    write_records,
 )  # fmt: skip
 from .format import DatasetError, ImageAnnotation, PersonAnnotation
 
@@ -49,7 +58,7 @@ _SIZE_TOLERANCE_PX = 2.0
 
 def crowdpose14_to_j30(kp: np.ndarray) -> np.ndarray:
     """CrowdPose-14 (N,14,3) [x, y, v] px -> (N,30,3): copied by name (head -> Head_top, neck -> Neck);
-    Pelvis = mean of the hips with v = product, as :func:`~dpmesh_infer.preprocess.coco17_to_j30` does."""
+    Pelvis = mean of the hips with v = product, as :func:`~dpmesh_infer.geometry.crops.coco17_to_j30` does."""
     return map_to_j30(np.asarray(kp, dtype=np.float64), CROWDPOSE14_NAMES, add_neck=False)
 
 

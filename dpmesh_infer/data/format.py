@@ -55,6 +55,7 @@ import numpy as np
 
 from ..atomic import AtomicFile, write_text
 from ..errors import DatasetError
+from ..geometry.joints import J30_NAMES
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "DatasetError", "SMPLParams", "PersonAnnotation", "ImageAnnotation",
@@ -63,7 +64,7 @@ __all__ = [
 
 FORMAT_NAME = "dpmesh-dataset"
 FORMAT_VERSION = 1
-NUM_JOINTS = 30
+NUM_JOINTS = len(J30_NAMES)
 INPUT_FORMATS = {"coco17": 17, "openpose18": 18, "openpose25": 25, "j30": 30}
 GENDERS = ("neutral", "male", "female")
 

@@ -529,7 +529,7 @@ def _stand_in_body():
 
 def _load_body(smpl: str | Path | None):
     """(SMPLBody, description) for ``smpl`` (see :func:`generate_synthetic_dataset`)."""
-    from ..models.body import load_smpl
+    from ..weights.smpl import load_smpl
 
     if smpl is None:
         return (_stand_in_body(),
@@ -557,7 +557,7 @@ def generate_synthetic_dataset(
         image_size: (width, height) in pixels.
         seed: non-negative integer; the same arguments give byte-identical files.
         smpl: a weights directory, its ``smpl/`` folder or ``SMPL_NEUTRAL.npz`` (see
-            :func:`dpmesh_infer.body.load_smpl`); None = the synthetic stand-in body model
+            :func:`dpmesh_infer.models.body.load_smpl`); None = the synthetic stand-in body model
             (:func:`dpmesh_infer.stand_ins.smpl.make_synthetic_smpl_arrays` with seed 0).
 
     Returns:

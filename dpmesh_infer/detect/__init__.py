@@ -1,28 +1,6 @@
-"""2D keypoint sources: keypoint files given by the user (:mod:`.keypoint_files`) and detectors.
+"""2D keypoint detectors (mmpose): the built-in detector table (:mod:`.detectors`), the detector
+(:mod:`.mmpose_detector`), the compatibility layer of the OpenMMLab stack (:mod:`.mmpose_compat`) and
+``dpmesh detect``'s runner (:mod:`.run`). Keypoint *files* are :mod:`dpmesh_infer.keypoint_files`.
 
-Detector back-ends (mmpose) import their heavy dependencies lazily in their own modules.
+Each module imports its heavy dependencies lazily.
 """
-
-from __future__ import annotations
-
-from ..keypoint_files import (
-    KeypointPerson,
-    KeypointSet,
-    person_boxes,
-    read_keypoints,
-    read_openpose_json,
-    stack_kp30,
-    validate_against_image,
-    write_keypoints_json,
-)
-
-__all__ = [
-    "KeypointPerson",
-    "KeypointSet",
-    "person_boxes",
-    "read_keypoints",
-    "read_openpose_json",
-    "stack_kp30",
-    "validate_against_image",
-    "write_keypoints_json",
-]

@@ -30,10 +30,10 @@ from typing import Literal
 
 from ..atomic import write_with
 from ..errors import DetectorWeightsError, UnknownDetectorError
+from ..weights import layout
 
 logger = logging.getLogger(__name__)
 
-DETECTORS_SUBDIR = "detectors"
 CONVERTED_SUFFIX = ".state_dict.pth"
 NO_DOWNLOAD_ENV = "DPMESH_NO_DOWNLOAD"
 
@@ -186,7 +186,8 @@ def config_path(ref: str) -> Path:
 
 
 def detectors_dir(weights_dir: str | os.PathLike) -> Path:
-    return Path(weights_dir).expanduser() / DETECTORS_SUBDIR
+    """Where converted detector checkpoints are cached: ``DIR/detectors``."""
+    return layout.detectors_dir(Path(weights_dir).expanduser())
 
 
 def _sha256(path: Path) -> str:
@@ -208,7 +209,7 @@ def verify_checksum(path: Path, files: ModelFiles) -> None:
 
 
 def _missing_message(files: ModelFiles, dest_dir: Path, why: str, detector: str | None) -> str:
-    fetch = f"dpmesh weights fetch --detector {detector or 'NAME'} --weights {dest_dir.parent}"
+    fetch = layout.fix_detector_command(detector or "NAME", dest_dir.parent)
     return (
         f"detector weights {files.file_name} are not in {dest_dir} and {why}.\n"
         f"  Download {files.url}\n"
@@ -255,7 +256,8 @@ def ensure_checkpoint(files: ModelFiles, weights_dir: str | os.PathLike, *, prog
         convert_checkpoint(original, converted, source=files.url)
         return converted
     if os.environ.get(NO_DOWNLOAD_ENV, "").strip() not in ("", "0"):
-        raise DetectorWeightsError(_missing_message(files, dest_dir, f"downloads are disabled (${NO_DOWNLOAD_ENV} is set)", detector))
+        why = f"downloads are disabled (${NO_DOWNLOAD_ENV} is set)"
+        raise DetectorWeightsError(_missing_message(files, dest_dir, why, detector))
     dest_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{files.file_name}.part-", dir=dest_dir)
     os.close(fd)

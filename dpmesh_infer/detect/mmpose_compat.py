@@ -64,7 +64,8 @@ def nms(bboxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, offset
     indices (K,) int64 on ``bboxes.device``, highest score first (ties keep the lower index first).
     """
     if bboxes.ndim != 2 or bboxes.shape[-1] != 4 or scores.shape != bboxes.shape[:1]:
-        raise ValueError(f"nms expects bboxes (N,4) and scores (N,), got {tuple(bboxes.shape)} and {tuple(scores.shape)}")
+        raise ValueError(f"nms expects bboxes (N,4) and scores (N,), got {tuple(bboxes.shape)} and "
+                         f"{tuple(scores.shape)}")
     n = bboxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=bboxes.device)
@@ -230,7 +231,8 @@ def import_mmpose():
         missing = missing_packages()
         if missing:
             raise DetectorStackError(
-                f"the keypoint detector needs the OpenMMLab stack; not installed: {', '.join(missing)}.\n  {INSTALL_HINT}"
+                f"the keypoint detector needs the OpenMMLab stack; not installed: {', '.join(missing)}.\n"
+                f"  {INSTALL_HINT}"
             )
         try:
             install_ext_standin()

@@ -43,7 +43,7 @@ class DetectedPerson:
     score: float
 
     def to_keypoint_person(self):
-        """As a :class:`~dpmesh_infer.detect.keypoint_files.KeypointPerson` (for the keypoint JSON)."""
+        """As a :class:`~dpmesh_infer.keypoint_files.KeypointPerson` (for the keypoint JSON)."""
         from ..keypoint_files import KeypointPerson
 
         return KeypointPerson(keypoints=self.keypoints.copy(), joint_format="coco17", score=float(self.score),
@@ -334,7 +334,8 @@ def select_people(image_index: int, keypoints: np.ndarray, keypoint_scores: np.n
         x1, y1, x2, y2 = (float(v) for v in boxes_xyxy[n])
         bbox = np.array([x1, y1, x2 - x1, y2 - y1], dtype=np.float64)
         score = float(scores[n])
-        kp = np.concatenate([np.asarray(keypoints[n], np.float64), np.asarray(keypoint_scores[n], np.float64)[:, None]], 1)
+        kp = np.concatenate([np.asarray(keypoints[n], np.float64),
+                             np.asarray(keypoint_scores[n], np.float64)[:, None]], 1)
 
         def drop(reason: str):
             dropped.append(DroppedPerson(image_index, score, bbox, reason))

@@ -1,6 +1,6 @@
 """``dpmesh detect``: run only the keypoint detector over images and write a keypoint JSON.
 
-The JSON is the ``dpmesh-keypoints`` format of :func:`~dpmesh_infer.detect.keypoint_files.
+The JSON is the ``dpmesh-keypoints`` format of :func:`~dpmesh_infer.keypoint_files.
 write_keypoints_json` with a ``file_name`` per person (and every image listed, people or not), so
 ``dpmesh predict --keypoints kp.json`` reuses it: inputs given as a folder are named relative to the
 folder, single files as given on the command line.

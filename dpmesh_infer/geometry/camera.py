@@ -60,7 +60,7 @@ import math
 
 import torch
 
-CROP_SIZE = 256
+#: upstream ``camera_3d_size``: the crop camera's depth range is 2.5 m · f / 256 (ARCHITECTURE §5).
 CAMERA_3D_SIZE = 2.5
 PROJECTION_EPS = 1e-4
 
@@ -76,7 +76,8 @@ def default_focal(width: float | torch.Tensor, height: float | torch.Tensor) -> 
     if isinstance(width, torch.Tensor) or isinstance(height, torch.Tensor):
         w, h = torch.as_tensor(width, dtype=torch.float32), torch.as_tensor(height, dtype=torch.float32)
         return torch.sqrt(w * w + h * h)
-    return math.hypot(float(width), float(height))
+    w, h = float(width), float(height)
+    return math.sqrt(w * w + h * h)
 
 
 def default_principal(width: float, height: float) -> tuple[float, float]:
@@ -87,7 +88,8 @@ def default_principal(width: float, height: float) -> tuple[float, float]:
 def camera_translation(
     cam: torch.Tensor,
     focal: torch.Tensor | float,
-    input_size: int = CROP_SIZE,
+    *,
+    input_size: int,
     camera_3d_size: float = CAMERA_3D_SIZE,
 ) -> torch.Tensor:
     """Crop-camera translation T (B, 3) in metres from the regressor's camera output.
@@ -146,7 +148,7 @@ def intrinsics(focal: torch.Tensor | float, principal: torch.Tensor) -> torch.Te
     return k
 
 
-def crop_to_image(points_crop: torch.Tensor, box: torch.Tensor, crop_size: int = CROP_SIZE) -> torch.Tensor:
+def crop_to_image(points_crop: torch.Tensor, box: torch.Tensor, crop_size: int) -> torch.Tensor:
     """Map crop pixels (B, N, 2) to image pixels through the (rotation-free) crop affine.
 
     ``u_img = (u_crop − crop_size/2) · S / crop_size + cx_box`` (same for v), with box (B, 3) =
@@ -164,7 +166,7 @@ def place_in_image(
     principal: torch.Tensor,
     *,
     model_focal: torch.Tensor | float | None = None,
-    crop_size: int = CROP_SIZE,
+    crop_size: int,
     eps: float = PROJECTION_EPS,
 ) -> torch.Tensor:
     """Root joint position in the photo's camera K (see the module docstring).

@@ -14,10 +14,10 @@ Conventions (checkpoint parity with upstream DPMesh / VPoser v1):
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
+
+from ..devices import autocast_off
 
 __all__ = [
     "rot6d_to_matrix",
@@ -30,13 +30,6 @@ __all__ = [
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def _no_autocast(x: torch.Tensor):
-    """Context that keeps matmuls at the input's precision even inside an autocast region."""
-    if x.device.type in ("cuda", "cpu", "xpu", "mps"):
-        return torch.autocast(device_type=x.device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def rot6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +136,7 @@ def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
     zero = torch.zeros_like(x)
     k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*aa.shape[:-1], 3, 3)
     eye = torch.eye(3, dtype=aa.dtype, device=aa.device).expand_as(k)
-    with _no_autocast(aa):
+    with autocast_off(aa):
         kk = k @ k
     return eye + a[..., None, None] * k + b[..., None, None] * kk
 
@@ -159,7 +152,7 @@ class _SpecialProcrustes(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, m: torch.Tensor) -> torch.Tensor:
-        with _no_autocast(m):
+        with autocast_off(m):
             u, s, vh = torch.linalg.svd(m)
             d = torch.where(torch.linalg.det(u @ vh) < 0, -1.0, 1.0).to(m.dtype)
             signs = torch.cat([torch.ones_like(s[..., :2]), d[..., None]], dim=-1)
@@ -171,7 +164,7 @@ class _SpecialProcrustes(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         u, s_signed, w = ctx.saved_tensors
-        with _no_autocast(grad):
+        with autocast_off(grad):
             h = u.transpose(-1, -2) @ grad.to(u.dtype) @ w
             denom = s_signed[..., :, None] + s_signed[..., None, :]
             eye = torch.eye(3, dtype=denom.dtype, device=denom.device).bool()

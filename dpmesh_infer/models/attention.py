@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from ..devices import autocast_off
+
 # The ten UNet cross-attention modules whose maps DPMesh uses (upstream 'down_cross' + 'up_cross' with
 # HW <= 16*16 at a 32x32 latent): 4 in the encoder, 6 in the decoder; the mid block is excluded.
 CAPTURED_ATTN2: tuple[str, ...] = (
@@ -62,13 +64,6 @@ class CaptureStore:
         finally:
             self.active = previous
             self.clear()
-
-
-def _autocast_off(device_type: str):
-    """Disable autocast for ``device_type`` where autocast exists (not on e.g. the meta device)."""
-    if torch.amp.is_autocast_available(device_type):
-        return torch.autocast(device_type=device_type, enabled=False)
-    return contextlib.nullcontext()
 
 
 class CrossAttentionCapture:
@@ -130,7 +125,7 @@ class CrossAttentionCapture:
             key = attn.norm_k(key)
 
         scale = attn.scale if attn.scale_qk else 1.0 / math.sqrt(head_dim)
-        with _autocast_off(query.device.type):
+        with autocast_off(query):
             scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale  # (B, h, HW, N)
             if attention_mask is not None:
                 scores = scores + attention_mask.float()

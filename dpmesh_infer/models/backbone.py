@@ -20,7 +20,7 @@ The diffusers classes are used as they are; three things are changed on the inst
 
 dtype policy: fp32 on CPU. On CUDA the caller runs the backbone under
 ``torch.autocast("cuda", dtype=torch.float16)``; the attention maps are computed in fp32 regardless
-(see :mod:`dpmesh_infer.attention`).
+(see :mod:`dpmesh_infer.models.attention`).
 """
 
 from __future__ import annotations
@@ -34,16 +34,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import CAPTURED_ATTN2, CaptureStore, install_capture, maps_to_grid
 from ..config import ConfigBase
 from ..errors import ConfigError, InputError, WeightsError
-from .io import CONFIG_NAME, WEIGHTS_NAME, check_state_dict, load_state_strict, read_safetensors
-from .io import save_component, save_safetensors
+from .attention import CAPTURED_ATTN2, CaptureStore, install_capture, maps_to_grid
+from .io import (
+    DIFFUSERS_FILES,
+    OUR_FILES,
+    PEFT_FILES,
+    check_state_dict,
+    load_state_strict,
+    read_safetensors,
+    save_component,
+    save_diffusers_component,
+    save_safetensors,
+)
 
-VAE_DIR, UNET_DIR, LORA_DIR, CONTROLNET_DIR, ADAPTER_DIR = "vae", "unet", "unet_lora", "controlnet", "adapter"
-DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
-LORA_CONFIG = "adapter_config.json"
-LORA_WEIGHTS = "adapter_model.safetensors"
+#: The five component folders of a backbone, as keyword names of :meth:`DiffusionBackbone.from_folders`.
+BACKBONE_PARTS = ("vae", "unet", "unet_lora", "controlnet", "adapter")
 ADAPTER_NAME = "default"  # peft adapter name inside the UNet (not part of the saved keys)
 
 # peft target regex (re.fullmatch on module paths): in every UNet transformer block, attn1/attn2
@@ -53,8 +60,6 @@ LORA_TARGET_REGEX = r".*transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_o
 # The SD1.5 block layout the feature taps and captured attention modules rely on.
 _DOWN_TYPES = ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
 _UP_TYPES = ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
-IMAGE_SIZE = 256  # crop side in pixels; the latent / heatmap grid is IMAGE_SIZE // 8 = 32
-JOINT_GRID = 32  # joint coordinates are given on this grid and divided by it for the tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +98,6 @@ class BackboneConfig(ConfigBase):
             if c % self.merge_norm_groups:
                 raise ConfigError(f"BackboneConfig: {c} channels not divisible by {self.merge_norm_groups} groups")
 
-    @classmethod
-    def tiny(cls) -> "BackboneConfig":
-        """Config matching ``sd15.*_config(tiny=True)`` (tests, selftest)."""
-        return cls(unet_channels=(32, 32, 64, 64), cross_attention_dim=32, merge_channels=64)
-
     @property
     def merge_in_channels(self) -> int:
         """C0 + (C1+J) + (C2+J) + C3: input channels of the 1x1 merge conv (3580 at full size)."""
@@ -133,9 +133,9 @@ class BackboneAdapter(nn.Module):
                 nn.init.trunc_normal_(mod.weight, std=0.02)
                 nn.init.zeros_(mod.bias)
 
-    def joint_tokens(self, joints32: torch.Tensor) -> torch.Tensor:
-        """(B,J,2) joint (u, v) on the 32x32 grid -> (B,J,D) tokens of kp_lifting(joints32 / 32)."""
-        return self.kp_lifting(joints32 / JOINT_GRID)
+    def joint_tokens(self, joints32: torch.Tensor, grid: int) -> torch.Tensor:
+        """(B,J,2) joint (u, v) on the grid x grid heatmap grid (32) -> (B,J,D) tokens kp_lifting(joints32 / grid)."""
+        return self.kp_lifting(joints32 / grid)
 
     def merge(self, feats: "BackboneFeatures") -> torch.Tensor:
         """Taps + maps -> (B, M, 8, 8): outmodules[2](cat[a | b | c | d]) in upstream order."""
@@ -273,21 +273,24 @@ class DiffusionBackbone(nn.Module):
             return cls(backbone_cfg, vae=vae, unet=unet, controlnet=controlnet, adapter=adapter)
 
     @classmethod
-    def from_pretrained(cls, weights_dir: str | Path, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None) -> "DiffusionBackbone":
-        """Load ``weights_dir/{vae,unet,unet_lora,controlnet,adapter}`` strictly (docs/CONTRACTS.md).
+    def from_folders(cls, *, vae: str | Path, unet: str | Path, unet_lora: str | Path, controlnet: str | Path,
+                     adapter: str | Path, device: str | torch.device | None = None,
+                     dtype: torch.dtype | None = None) -> "DiffusionBackbone":
+        """Load the five component folders strictly (diffusers VAE / UNet / ControlNet, peft LoRA, our
+        adapter; docs/CONTRACTS.md). ``weights.layout.backbone_folders(DIR)`` names them for a weights
+        directory.
 
         Built on the meta device, then filled from the files (no random init). Result on ``device``
         (default CPU) in ``dtype`` (default float32), eval mode. A missing file -> WeightsError naming it;
         key/shape mismatches -> WeightsError listing the keys.
         """
-        root = Path(weights_dir)
+        vae, unet, lora, cn, ad = (Path(p) for p in (vae, unet, unet_lora, controlnet, adapter))
         files = {
-            "adapter_cfg": root / ADAPTER_DIR / CONFIG_NAME, "adapter": root / ADAPTER_DIR / WEIGHTS_NAME,
-            "vae_cfg": root / VAE_DIR / CONFIG_NAME, "vae": root / VAE_DIR / DIFFUSERS_WEIGHTS,
-            "unet_cfg": root / UNET_DIR / CONFIG_NAME, "unet": root / UNET_DIR / DIFFUSERS_WEIGHTS,
-            "cn_cfg": root / CONTROLNET_DIR / CONFIG_NAME, "cn": root / CONTROLNET_DIR / DIFFUSERS_WEIGHTS,
-            "lora_cfg": root / LORA_DIR / LORA_CONFIG, "lora": root / LORA_DIR / LORA_WEIGHTS,
+            "adapter_cfg": ad / OUR_FILES[0], "adapter": ad / OUR_FILES[1],
+            "vae_cfg": vae / DIFFUSERS_FILES[0], "vae": vae / DIFFUSERS_FILES[1],
+            "unet_cfg": unet / DIFFUSERS_FILES[0], "unet": unet / DIFFUSERS_FILES[1],
+            "cn_cfg": cn / DIFFUSERS_FILES[0], "cn": cn / DIFFUSERS_FILES[1],
+            "lora_cfg": lora / PEFT_FILES[0], "lora": lora / PEFT_FILES[1],
         }
         absent = [str(p) for p in files.values() if not p.is_file()]
         if absent:
@@ -303,26 +306,23 @@ class DiffusionBackbone(nn.Module):
             where={k: str(files[k]) for k in ("vae", "unet", "lora", "cn", "adapter")})
         leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
         if leftover:
-            raise WeightsError(f"backbone tensors not filled from {root}: {leftover[:8]}")
+            raise WeightsError(f"backbone tensors not filled from {unet.parent}: {leftover[:8]}")
         return model.to(device=device or "cpu", dtype=dtype or torch.float32).eval()
 
-    def save_pretrained(self, weights_dir: str | Path) -> Path:
-        """Write the five component folders under ``weights_dir`` (layout of docs/CONTRACTS.md)."""
+    def save_folders(self, *, vae: str | Path, unet: str | Path, unet_lora: str | Path, controlnet: str | Path,
+                     adapter: str | Path) -> None:
+        """Write the five component folders (the formats :meth:`from_folders` reads)."""
         from peft.utils import get_peft_model_state_dict
 
-        root = Path(weights_dir)
-        for sub, model, state in ((VAE_DIR, self.vae, self.vae.state_dict()),
-                                  (UNET_DIR, self.unet, self.unet_base_state_dict()),
-                                  (CONTROLNET_DIR, self.controlnet, self.controlnet.state_dict())):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-            model.save_config(root / sub)
-            save_safetensors(state, root / sub / DIFFUSERS_WEIGHTS)
-        (root / LORA_DIR).mkdir(parents=True, exist_ok=True)
-        self.lora_config.save_pretrained(str(root / LORA_DIR))
-        save_safetensors(get_peft_model_state_dict(self.unet, adapter_name=ADAPTER_NAME),
-                         root / LORA_DIR / LORA_WEIGHTS)
-        save_component(self.adapter, self.config, root / ADAPTER_DIR)
-        return root
+        for folder, model, state in ((vae, self.vae, self.vae.state_dict()),
+                                     (unet, self.unet, self.unet_base_state_dict()),
+                                     (controlnet, self.controlnet, self.controlnet.state_dict())):
+            save_diffusers_component(model, state, folder)
+        lora = Path(unet_lora)
+        lora.mkdir(parents=True, exist_ok=True)
+        self.lora_config.save_pretrained(str(lora))
+        save_safetensors(get_peft_model_state_dict(self.unet, adapter_name=ADAPTER_NAME), lora / PEFT_FILES[1])
+        save_component(self.adapter, self.config, adapter)
 
     # ------------------------------------------------------------------ state dicts
     def unet_base_state_dict(self) -> dict[str, torch.Tensor]:
@@ -448,7 +448,7 @@ class DiffusionBackbone(nn.Module):
         dtype = self.adapter.outmodules[0][0].weight.dtype
         images, joints32, heatmaps = images.to(dtype), joints32.to(dtype), heatmaps.to(dtype)
         latent = self.encode_images(images)  # (B, 4, 32, 32)
-        tokens = self.adapter.joint_tokens(joints32)  # (B, J, D)
+        tokens = self.adapter.joint_tokens(joints32, heatmaps.shape[-1])  # (B, J, D)
         t = torch.full((images.shape[0],), self.config.timestep, dtype=torch.long, device=images.device)
         with self.store.recording() as store:
             down_res, mid_res = self.controlnet(
@@ -477,15 +477,25 @@ class DiffusionBackbone(nn.Module):
         """(B,3,256,256) crops in [0,1], (B,J,2) joints on the 32 grid, (B,J,32,32) heatmaps -> (B,M,8,8)."""
         return self.adapter.merge(self.forward_features(images, joints32, heatmaps))
 
+    @property
+    def latent_factor(self) -> int:
+        """Crop pixels per latent cell: the VAE downsamples by 2 per block after the first (8 for SD1.5)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    #: Latent cells per cell of the merged feature map (the 8x8 level of the SD1.5 UNet: 32 / 8 = 4).
+    feature_stride = 4
+
     def _check_inputs(self, images: torch.Tensor, joints32: torch.Tensor, heatmaps: torch.Tensor) -> None:
-        j, g = self.config.num_joints, IMAGE_SIZE // 8
-        b = images.shape[0] if images.ndim == 4 else -1
-        if tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE) or images.ndim != 4:
-            raise InputError(f"images must be (B,3,{IMAGE_SIZE},{IMAGE_SIZE}), got {tuple(images.shape)}")
+        j, f = self.config.num_joints, self.latent_factor
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3] or images.shape[2] % (
+                f * 8):
+            raise InputError(f"images must be (B, 3, S, S) with S a multiple of {f * 8}, got {tuple(images.shape)}")
+        b, g = images.shape[0], images.shape[2] // f
         if tuple(joints32.shape) != (b, j, 2):
             raise InputError(f"joints32 must be ({b},{j},2), got {tuple(joints32.shape)}")
         if tuple(heatmaps.shape) != (b, j, g, g):
-            raise InputError(f"heatmaps must be ({b},{j},{g},{g}), got {tuple(heatmaps.shape)}")
+            raise InputError(f"heatmaps must be ({b},{j},{g},{g}) (the latent grid of a {images.shape[2]} crop), "
+                             f"got {tuple(heatmaps.shape)}")
 
 
 class _Spec(nn.Module):

@@ -26,17 +26,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..devices import autocast_off
 from ..geometry.joints import J30_NAMES
 
 JOINT_NAMES_30 = J30_NAMES  # the internal 30-joint set (preprocess.J30_NAMES)
-NUM_JOINTS_30 = 30
+NUM_JOINTS_30 = len(J30_NAMES)
 ROOT_JOINT = 0
 #: Vertices giving joints 24-28 (nose, L eye, R eye, L ear, R ear).
 FACE_VERTEX_IDS = (331, 2802, 6262, 3489, 3990)
@@ -97,18 +97,12 @@ class SMPLOutput:
         return SMPLOutput(vertices=self.vertices + o, joints=self.joints + o)
 
 
-def _no_autocast(device: torch.device):
-    try:
-        return torch.autocast(device_type=device.type, enabled=False)
-    except RuntimeError:  # a device type without autocast support: nothing to disable
-        return contextlib.nullcontext()
-
-
 class SMPLBody(nn.Module):
     """SMPL neutral (10 betas) + the 30-joint regressor; always computes in float32.
 
-    Build with :func:`load_smpl` or from arrays (``SMPLBody(arrays, extra_regressor=...)`` with the
-    dict of :func:`dpmesh_infer.weights.smpl.load_smpl_arrays`). ``.to(device)`` moves it; dtype casts
+    Build from the validated arrays of :func:`dpmesh_infer.models.body_io.read_smpl_npz`
+    (``SMPLBody(arrays, extra_regressor=...)``), or from a weights directory with
+    :func:`dpmesh_infer.weights.smpl.load_smpl`. ``.to(device)`` moves it; dtype casts
     (``.half()``, ``.to(torch.float16)``) are ignored for its buffers so SMPL stays fp32, and
     :meth:`forward` disables autocast and casts its inputs to fp32 (outputs are fp32).
     """
@@ -136,6 +130,18 @@ class SMPLBody(nn.Module):
             np.asarray(arrays["J_regressor"]), extra_regressor
         )
         self.register_buffer("J30", torch.from_numpy(j30), persistent=False)
+        self._arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        self._extra_regressor = None if extra_regressor is None else np.asarray(extra_regressor)
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The SMPL arrays the body was built from (what ``body_io.write_smpl_npz`` stores)."""
+        return self._arrays
+
+    @property
+    def extra_regressor(self) -> np.ndarray | None:
+        """The ``J_regressor_extra`` (k, 6890) it uses for the head top, or None (vertex fallback)."""
+        return self._extra_regressor
 
     @property
     def head_top_source(self) -> str:
@@ -195,7 +201,7 @@ class SMPLBody(nn.Module):
         if transl is not None and transl.shape != (b, 3):
             raise ValueError(f"transl must be (B, 3) with B={b}, got {tuple(transl.shape)}")
         dev = self.device
-        with _no_autocast(dev):
+        with autocast_off(dev):
             f32 = dict(device=dev, dtype=torch.float32)
             out = self.smpl(
                 global_orient=global_orient.to(**f32),
@@ -206,18 +212,3 @@ class SMPLBody(nn.Module):
             vertices = out.vertices
             joints = torch.einsum("jv,bvc->bjc", self.J30, vertices)
         return SMPLOutput(vertices=vertices, joints=joints)
-
-
-def load_smpl(weights_dir_or_smpl_dir: str | Path, device: str | torch.device = "cpu") -> SMPLBody:
-    """Build :class:`SMPLBody` from ``DIR/smpl/SMPL_NEUTRAL.npz`` (+ ``J_regressor_extra.npy`` if present).
-
-    Accepts the weights directory DIR, DIR/smpl, or the .npz path.
-
-    Raises:
-        WeightsError: the SMPL file is missing (the message gives the import command) or invalid.
-    """
-    from ..weights.smpl import load_extra_regressor, load_smpl_arrays
-
-    arrays = load_smpl_arrays(weights_dir_or_smpl_dir)
-    extra = load_extra_regressor(weights_dir_or_smpl_dir)
-    return SMPLBody(arrays, extra_regressor=extra).to(device)

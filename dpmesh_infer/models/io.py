@@ -1,4 +1,8 @@
-"""Our on-disk component format: ``<dir>/config.json`` + ``<dir>/model.safetensors``.
+"""Component folders on disk, and strict loading.
+
+Three folder formats: ours (``config.json`` + ``model.safetensors``, :data:`OUR_FILES`), diffusers
+models (``config.json`` + ``diffusion_pytorch_model.safetensors``, :data:`DIFFUSERS_FILES`) and peft
+adapters (``adapter_config.json`` + ``adapter_model.safetensors``, :data:`PEFT_FILES`).
 
 Loading is strict: a state dict that does not match the module exactly raises
 :class:`~dpmesh_infer.errors.WeightsError` listing missing and unexpected keys (and shape mismatches).
@@ -7,14 +11,19 @@ Loading is strict: a state dict that does not match the module exactly raises
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
-
-import torch
+from typing import TYPE_CHECKING, Mapping
 
 from ..errors import WeightsError
 
+if TYPE_CHECKING:  # torch is imported by the functions that use it: the file names above stay cheap to import
+    import torch
+
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+#: (config, weights) file names of each folder format.
+OUR_FILES = (CONFIG_NAME, WEIGHTS_NAME)
+DIFFUSERS_FILES = (CONFIG_NAME, "diffusion_pytorch_model.safetensors")
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def _fmt_keys(keys: list[str], limit: int = 12) -> str:
@@ -79,6 +88,15 @@ def save_component(module: torch.nn.Module, config, directory: str | Path) -> Pa
     return directory
 
 
+def save_diffusers_component(model, state: Mapping[str, torch.Tensor], directory: str | Path) -> Path:
+    """Write a diffusers model's ``config.json`` and ``state`` as ``diffusion_pytorch_model.safetensors``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_config(directory)
+    save_safetensors(state, directory / DIFFUSERS_FILES[1])
+    return directory
+
+
 def load_component(directory: str | Path, config_cls, build, *, what: str, device="cpu") -> torch.nn.Module:
     """Read ``<directory>/config.json`` (``config_cls``), build the module on the meta device with
     ``build(config)`` and fill it strictly from ``model.safetensors``; returns it on ``device`` in eval mode.
@@ -93,6 +111,8 @@ def load_component(directory: str | Path, config_cls, build, *, what: str, devic
         raise WeightsError(f"{what} config not found: {config_path}")
     config = config_cls.load_json(config_path)
     state = read_safetensors(directory / WEIGHTS_NAME)
+    import torch
+
     with torch.device("meta"):
         module = build(config)
     load_state_strict(module, state, where=str(directory / WEIGHTS_NAME))

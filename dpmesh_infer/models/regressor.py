@@ -14,7 +14,7 @@ Computation (all batched):
    ``conv_3d_coord.0`` (1×1×1, C+3 → C); flatten in (d h w) order; ``refine_3d`` (post-norm encoder,
    ff ``refine_feedforward``, final LayerNorm) with the 1D sinusoid ``pos_embed_1d.pos_table``.
 2. 2D branch: ``down_linear`` (1×1, in_channels → C) → H·W tokens with the degenerate sine encoding.
-3. :class:`~dpmesh_infer.transformer.Transformer` with P parameter queries + J joint queries
+3. :class:`~dpmesh_infer.models.transformer.Transformer` with P parameter queries + J joint queries
    (query_pos = cat(``spose_shape_cam_param``, ``query.weight``)).
 4. Cascade heads over the L decoder layers: out₀ = fc₀(h₀), outᵢ = outᵢ₋₁ + fcᵢ([hᵢ, outᵢ₋₁]).
 
@@ -36,8 +36,8 @@ from torch import nn
 
 from ..config import ConfigBase
 from ..errors import ConfigError
-from .transformer import Transformer, TransformerEncoder, sine_position_encoding_2d, sinusoid_table
 from .io import load_component, save_component
+from .transformer import Transformer, TransformerEncoder, sine_position_encoding_2d, sinusoid_table
 
 __all__ = ["RegressorConfig", "RegressorOutput", "Regressor", "load_regressor", "save_regressor"]
 

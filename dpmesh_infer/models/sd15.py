@@ -1,10 +1,8 @@
-"""Stable Diffusion 1.5 component configurations (diffusers ``config.json`` contents), full size and tiny.
+"""Stable Diffusion 1.5 component configurations (diffusers ``config.json`` contents).
 
 These dicts let the package build the exact SD1.5 architectures with no download: full size on the
-``meta`` device for shape checks and checkpoint conversion, tiny random-init ones for tests and
-``dpmesh selftest``. The tiny configs keep the SD1.5 *structure* (4 down/up blocks, cross-attention in
-the first three down and last three up blocks, 8x VAE downsampling) so every feature tap and attention
-map of the pipeline exists at the same resolutions; only channel widths shrink.
+``meta`` device for shape checks and checkpoint conversion. The tiny random-init variants for tests,
+``dpmesh selftest`` and smoke training are defined once, in :mod:`dpmesh_infer.stand_ins.tiny`.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-NUM_JOINTS = 30
+from ..geometry.joints import J30_NAMES
 
 SD15_UNET: dict[str, Any] = {
     "act_fn": "silu",
@@ -60,34 +58,25 @@ SD15_CONTROLNET: dict[str, Any] = {
     "downsample_padding": 1,
     "flip_sin_to_cos": True,
     "freq_shift": 0,
-    "in_channels": 4 + NUM_JOINTS,
+    "in_channels": 4 + len(J30_NAMES),
     "layers_per_block": 2,
     "mid_block_scale_factor": 1,
     "norm_eps": 1e-05,
     "norm_num_groups": 32,
 }
 
-_TINY_CHANNELS = [32, 32, 64, 64]
+def unet_config() -> dict[str, Any]:
+    """The SD1.5 UNet2DConditionModel config (a fresh copy)."""
+    return copy.deepcopy(SD15_UNET)
 
 
-def unet_config(tiny: bool = False) -> dict[str, Any]:
-    cfg = copy.deepcopy(SD15_UNET)
-    if tiny:
-        cfg.update(block_out_channels=list(_TINY_CHANNELS), attention_head_dim=2, cross_attention_dim=32,
-                   norm_num_groups=8)
-    return cfg
-
-
-def controlnet_config(tiny: bool = False) -> dict[str, Any]:
+def controlnet_config(num_joints: int = len(J30_NAMES)) -> dict[str, Any]:
+    """DPMesh's ControlNetModel config: the SD1.5 encoder half with 4 + ``num_joints`` input channels."""
     cfg = copy.deepcopy(SD15_CONTROLNET)
-    if tiny:
-        cfg.update(block_out_channels=list(_TINY_CHANNELS), attention_head_dim=2, cross_attention_dim=32,
-                   norm_num_groups=8, conditioning_embedding_out_channels=[8, 8, 8, 8])
+    cfg["in_channels"] = SD15_UNET["in_channels"] + num_joints
     return cfg
 
 
-def vae_config(tiny: bool = False) -> dict[str, Any]:
-    cfg = copy.deepcopy(SD15_VAE)
-    if tiny:
-        cfg.update(block_out_channels=[8, 8, 16, 16], norm_num_groups=4, layers_per_block=1)
-    return cfg
+def vae_config() -> dict[str, Any]:
+    """The SD1.5 AutoencoderKL config (a fresh copy)."""
+    return copy.deepcopy(SD15_VAE)

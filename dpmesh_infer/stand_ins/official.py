@@ -138,8 +138,8 @@ def make_tiny_official_checkpoint(path: str | Path, *, seed: int = 0, wrapper: s
     from ..models.backbone import ADAPTER_NAME, DiffusionBackbone
     from ..models.pose_decoders import build_pose_decoder
     from ..models.regressor import Regressor
-    from .tiny import tiny_configs
     from ..weights.convert_official import ConversionTarget
+    from .tiny import tiny_configs
 
     b_cfg, r_cfg, d_cfg, unet_cfg, cn_cfg, vae_cfg = tiny_configs("vposer")
     torch.manual_seed(seed)

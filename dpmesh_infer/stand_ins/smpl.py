@@ -247,17 +247,18 @@ def write_synthetic_smpl_npz(
     With ``extra_regressor``, also writes ``weights_dir/smpl/J_regressor_extra.npy`` (9, 6890) whose
     row 3 (head top) averages four vertices around the synthetic head top. Returns the npz path.
     """
-    from ..weights.smpl import EXTRA_REGRESSOR_FILENAME, smpl_folder, validate_smpl_arrays, write_smpl_npz
+    from ..models.body_io import validate_smpl_arrays, write_smpl_npz
+    from ..weights.layout import EXTRA_REGRESSOR_FILE, SMPL_DIR, SMPL_FILE
 
     arrays = validate_smpl_arrays(make_synthetic_smpl_arrays(seed), where="synthetic SMPL")
-    folder = smpl_folder(weights_dir)
-    out = write_smpl_npz(arrays, folder)
+    folder = Path(weights_dir) / SMPL_DIR
+    out = write_smpl_npz(arrays, folder / SMPL_FILE)
     if extra_regressor:
         extra = np.zeros((9, 6890))
         extra[3, [411, 331, 3489, 3990]] = [0.7, 0.1, 0.1, 0.1]
         for r in (0, 1, 2, 4, 5, 6, 7, 8):
             extra[r, 100 + r] = 1.0
-        np.save(folder / EXTRA_REGRESSOR_FILENAME, extra)
+        np.save(folder / EXTRA_REGRESSOR_FILE, extra)
     return out
 
 
@@ -271,9 +272,11 @@ def write_synthetic_h36m_regressor(folder: str | Path, *, seed: int = 0) -> Path
     """Write ``folder/J_regressor_h36m.npy`` (17, 6890) for the synthetic body: each H36M joint is the
     synthetic J_regressor row of the nearest SMPL joint (a stand-in for smoke runs of ``dpmesh
     evaluate``; NOT the real H36M regressor, whose numbers it does not reproduce)."""
+    from ..weights.layout import H36M_REGRESSOR_FILE
+
     j = make_synthetic_smpl_arrays(seed)["J_regressor"]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "J_regressor_h36m.npy"
+    path = folder / H36M_REGRESSOR_FILE
     np.save(path, np.asarray(j[list(_H36M_FROM_SMPL)], dtype=np.float64), allow_pickle=False)
     return path

@@ -31,8 +31,8 @@ import numpy as np
 
 from ..config import ConfigBase
 from ..errors import ConfigError
-from ..geometry.joints import COCO17_NAMES, J30_NAMES
 from ..geometry.crops import PreprocessConfig
+from ..geometry.joints import COCO17_NAMES, J30_NAMES
 
 __all__ = [
     "AugmentConfig", "AugmentParams", "sample_augmentation", "identity_augmentation", "crop_affine",
@@ -176,7 +176,7 @@ def crop_affine(
     Returns:
         (img2crop, crop2img), each (2,3) float32. img2crop maps original-image px to crop px (flip
         included, so its determinant is negative when flipped). With scale 1, rot 0, no flip it is
-        bit-identical to :func:`dpmesh_infer.preprocess.crop_affines` (upstream ``gen_trans_from_patch_cv``).
+        bit-identical to :func:`dpmesh_infer.geometry.crops.crop_affines` (upstream ``gen_trans_from_patch_cv``).
     """
     import cv2
 

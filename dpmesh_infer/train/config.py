@@ -23,7 +23,8 @@ from ..config import ConfigBase
 from ..errors import ConfigError
 from .augment import AugmentConfig
 
-__all__ = ["DatasetSpec", "DataConfig", "InitConfig", "StageConfig", "OptimConfig", "LossConfig", "TrainConfig"]
+__all__ = ["DatasetSpec", "DataConfig", "InitConfig", "StageConfig", "OptimConfig", "LossConfig", "TrainConfig",
+           "template_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,3 +205,38 @@ class TrainConfig(ConfigBase):
                               "trained weights (init.weights) which then serve as the teacher")
         if min(self.checkpoint_every, self.keep_checkpoints, self.log_every, self.eval_every_epochs) < 1:
             raise ConfigError("checkpoint_every, keep_checkpoints, log_every and eval_every_epochs must be >= 1")
+
+
+def template_config(*, data: list[str], smpl: str | None, tiny: bool, sd15: str | None, controlnet: str | None,
+                    pose_decoder: str | None, pose_head: str, steps_per_epoch: int = 0,
+                    weights: str | None = None) -> dict:
+    """A training configuration as a JSON-able dict (every field present, paper defaults).
+
+    ``weights``: fine-tune an existing weights folder (e.g. a converted release checkpoint): it is the
+    student's initialisation and its teacher, so the template has only a student stage.
+    """
+    from ..train.config import DataConfig, DatasetSpec, InitConfig, OptimConfig, StageConfig, TrainConfig
+
+    if weights:
+        from ..weights.layout import load_pipeline_config
+
+        head = load_pipeline_config(weights).pose_decoder
+        init = InitConfig(weights=weights, smpl=smpl, pose_head=head)
+        stages = (StageConfig(name="student", epochs=30, max_steps_per_epoch=steps_per_epoch),)
+        return TrainConfig(data=DataConfig(train=tuple(DatasetSpec(path=d) for d in data)), init=init,
+                           stages=stages).to_dict()
+
+    if tiny:
+        init = InitConfig(tiny=True, smpl=smpl, pose_head=pose_head, pose_decoder=pose_decoder)
+        stages = (StageConfig(name="teacher", epochs=2, final_lr_epochs=1, max_steps_per_epoch=steps_per_epoch),
+                  StageConfig(name="student", epochs=2, final_lr_epochs=1, max_steps_per_epoch=steps_per_epoch))
+        return TrainConfig(data=DataConfig(train=tuple(DatasetSpec(path=d) for d in data), num_workers=0),
+                           init=init, stages=stages, optim=OptimConfig(batch_size=4, lr=1e-3, lr_final=1e-4),
+                           checkpoint_every=50, log_every=5).to_dict()
+    init = InitConfig(sd15=sd15 or "runwayml/stable-diffusion-v1-5",
+                      controlnet=controlnet if controlnet is not None else "lllyasviel/sd-controlnet-openpose",
+                      pose_decoder=pose_decoder or "runs/vqvae/pose_decoder", pose_head=pose_head, smpl=smpl)
+    stages = (StageConfig(name="teacher", epochs=10, max_steps_per_epoch=steps_per_epoch),
+              StageConfig(name="student", epochs=30, max_steps_per_epoch=steps_per_epoch))
+    return TrainConfig(data=DataConfig(train=tuple(DatasetSpec(path=d) for d in data)), init=init,
+                       stages=stages).to_dict()

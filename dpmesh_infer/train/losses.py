@@ -57,7 +57,8 @@ def nkr_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -
     return sim + mse, {"nkr_simclr": sim.detach(), "nkr_mse": mse.detach()}
 
 
-def supervised_losses(out, batch: dict[str, torch.Tensor], gt_joints_smpl: torch.Tensor | None) -> dict[str, torch.Tensor]:
+def supervised_losses(out, batch: dict[str, torch.Tensor],
+                      gt_joints_smpl: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """The three supervised terms and their parts for one batch.
 
     Args:

@@ -9,7 +9,6 @@ projection (the backbone adapter), regressor. Frozen: VAE, UNet base weights, po
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import torch
@@ -17,47 +16,16 @@ from torch import nn
 
 from ..errors import ConfigError, WeightsError
 from ..geometry.crops import PreprocessConfig
+from ..models.dpmesh import DPMesh
 
-__all__ = ["TrainOutputs", "DPMeshModel", "build_model", "export_weights", "load_teacher"]
-
-
-
-@dataclasses.dataclass
-class TrainOutputs:
-    """One training forward (B persons), float32 except ``features``.
-
-    features (B, M, 8, 8) merged backbone features (the NKR target/prediction); joint_img (B, 15, 3)
-    regressor graph joints in [0, 1] (x, y over the crop, z = depth/2 m + 0.5 relative to the pelvis);
-    global_orient (B, 3), body_pose (B, 23, 3) axis-angle; betas (B, 10); transl (B, 3) crop-camera
-    translation, metres; joints_rel (B, 30, 3) J30 relative to the pelvis, metres; joints_proj
-    (B, 30, 2) J30 projected into the 256 crop with the model focal, pixels.
-    """
-
-    features: torch.Tensor
-    joint_img: torch.Tensor
-    global_orient: torch.Tensor
-    body_pose: torch.Tensor
-    betas: torch.Tensor
-    transl: torch.Tensor
-    joints_rel: torch.Tensor
-    joints_proj: torch.Tensor
+__all__ = ["TrainableDPMesh", "build_model", "export_weights", "load_teacher"]
 
 
-class DPMeshModel(nn.Module):
-    """Backbone + regressor + pose decoder + SMPL for training (``forward`` takes crops, returns
-    :class:`TrainOutputs`). ``pose_decoder`` and ``body`` are frozen and always in eval mode."""
 
-    def __init__(self, *, backbone, regressor, pose_decoder, body, preprocess: PreprocessConfig | None = None) -> None:
-        super().__init__()
-        if regressor.config.pose_head != pose_decoder.config.type:
-            raise ConfigError(f"the regressor predicts for {regressor.config.pose_head!r} but the pose decoder "
-                              f"is {pose_decoder.config.type!r}")
-        if regressor.config.in_channels != backbone.config.merge_channels:
-            raise ConfigError(f"regressor in_channels {regressor.config.in_channels} != backbone merge_channels "
-                              f"{backbone.config.merge_channels}")
-        self.backbone, self.regressor, self.pose_decoder, self.body = backbone, regressor, pose_decoder, body
-        self.preprocess = preprocess or PreprocessConfig()
-        self.pose_decoder.requires_grad_(False)
+class TrainableDPMesh(DPMesh):
+    """:class:`~dpmesh_infer.models.dpmesh.DPMesh` plus what training needs: the choice of trainable
+    parameters, their state for checkpoints, and gradient checkpointing. ``forward`` is DPMesh's
+    (returns :class:`~dpmesh_infer.models.dpmesh.DPMeshOutput`)."""
 
     def set_trainable(self, train_controlnet: bool) -> list[nn.Parameter]:
         """Mark exactly the trainable parameters (returns them, in a fixed order)."""
@@ -70,40 +38,10 @@ class DPMeshModel(nn.Module):
         """name -> tensor of every parameter that requires grad (what a checkpoint must hold)."""
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
 
-    def train(self, mode: bool = True) -> "DPMeshModel":
-        super().train(mode)
-        self.pose_decoder.eval()
-        self.body.eval()
-        return self
-
     def enable_gradient_checkpointing(self) -> None:
         """Recompute UNet and ControlNet activations in backward (diffusers' non-reentrant checkpointing)."""
         self.backbone.unet.enable_gradient_checkpointing()
         self.backbone.controlnet.enable_gradient_checkpointing()
-
-    def forward(self, images: torch.Tensor, joints32: torch.Tensor, mask: torch.Tensor,
-                focal: torch.Tensor) -> TrainOutputs:
-        """images (B,3,256,256) in [0,1]; joints32 (B,30,2) grid units; mask (B,30) bool; focal (B,) px."""
-        from ..geometry.camera import camera_translation, project
-        from ..geometry.crops import make_heatmaps
-        from ..geometry.rotations import rot6d_to_axis_angle
-
-        cfg = self.preprocess
-        heatmaps = make_heatmaps(joints32, mask, size=cfg.heatmap_size, sigma=cfg.heatmap_sigma)
-        features = self.backbone(images, joints32, heatmaps)
-        reg = self.regressor(features)
-        focal = focal.float()
-        global_orient = rot6d_to_axis_angle(reg.root_pose_6d.float())
-        body_pose = self.pose_decoder(reg.pose.float())
-        betas = reg.betas.float()
-        transl = camera_translation(reg.cam.float(), focal, input_size=cfg.input_size)
-        body = self.body(global_orient, body_pose, betas, transl)
-        joints = body.joints
-        centre = torch.full((joints.shape[0], 2), cfg.input_size / 2.0, device=joints.device)
-        proj = project(joints, focal, centre)
-        return TrainOutputs(features=features, joint_img=reg.joint_img.float(), global_orient=global_orient,
-                            body_pose=body_pose, betas=betas, transl=transl,
-                            joints_rel=joints - joints[:, :1], joints_proj=proj)
 
 
 # --------------------------------------------------------------------------- initialisation
@@ -188,23 +126,26 @@ def _tiny(init, seed: int):
     return backbone, regressor, decoder
 
 
-def build_model(init, *, seed: int = 0) -> tuple[DPMeshModel, str]:
+def build_model(init, *, seed: int = 0) -> tuple[TrainableDPMesh, str]:
     """The model described by an :class:`~dpmesh_infer.train.config.InitConfig`, and a provenance string.
 
     Raises:
         WeightsError: a source cannot be loaded (the message names it and how to fix it).
         ConfigError: the sources do not fit together (e.g. pose head vs decoder type).
     """
-    from ..models.body import load_smpl
+    from ..weights.smpl import load_smpl
 
-    preprocess, body = PreprocessConfig(), None
+    preprocess, body, focal_per_image = PreprocessConfig(), None, True
     if init.weights:
         from ..models.pose_decoders import load_pose_decoder
 
         root = Path(init.weights).expanduser()
-        pipe = _load_weights(root, torch.device("cpu"))  # completeness and component-agreement checks
+        from ..pipeline import Pipeline
+
+        pipe = Pipeline.from_pretrained(root, device="cpu", dtype=torch.float32)  # completeness, agreement
         backbone, regressor, decoder, preprocess = pipe.backbone, pipe.regressor, pipe.pose_decoder, \
             pipe.config.preprocess
+        focal_per_image = pipe.config.focal_per_image
         if init.pose_head != regressor.config.pose_head:
             raise ConfigError(f"init.pose_head is {init.pose_head!r} but the weights in {root} use the "
                               f"{regressor.config.pose_head!r} head; set \"pose_head\": "
@@ -226,64 +167,45 @@ def build_model(init, *, seed: int = 0) -> tuple[DPMeshModel, str]:
         smpl_src = init.smpl
     if body is None:
         body = load_smpl(Path(smpl_src).expanduser())
-    return DPMeshModel(backbone=backbone, regressor=regressor, pose_decoder=decoder, body=body,
-                       preprocess=preprocess), source
+    return TrainableDPMesh(backbone=backbone, regressor=regressor, pose_decoder=decoder, body=body,
+                           preprocess=preprocess, focal_per_image=focal_per_image), source
 
 
 # --------------------------------------------------------------------------- export
 
 
-def export_weights(model: DPMeshModel, out_dir: str | Path, *, smpl_source: str | Path, source: str,
+def export_weights(model: TrainableDPMesh, out_dir: str | Path, *, smpl_source: str | Path, source: str,
                    untrained: bool = False) -> Path:
-    """Write ``model`` as a complete inference weights directory (loads with ``Pipeline.from_pretrained``).
+    """Write ``model`` as a complete inference weights directory (loads with ``Pipeline.from_pretrained``);
+    the SMPL file of ``smpl_source`` and its optional regressors travel along.
 
-    Written into ``out_dir.tmp`` first and renamed, so ``out_dir`` is either the old or the new export.
+    Written through ``weights.layout.write_weights_dir`` (staging folder, then swapped into place), so
+    ``out_dir`` is either the old or the new export.
     """
     from ..models.dpmesh import PipelineConfig
     from ..models.pose_decoders import save_pose_decoder
     from ..models.regressor import save_regressor
-    from ..evaluate import H36M_REGRESSOR_FILENAME
-    from ..weights.smpl import EXTRA_REGRESSOR_FILENAME, SMPL_SUBDIR, find_smpl_file
+    from ..weights.layout import PIPELINE_CONFIG_NAME, backbone_folders, component_dir, copy_smpl, write_weights_dir
+    from ..weights.smpl import find_smpl_file
 
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.backbone.save_pretrained(tmp)
-    save_regressor(model.regressor, tmp / "regressor")
-    save_pose_decoder(model.pose_decoder, tmp / "pose_decoder")
-    smpl_file = find_smpl_file(Path(smpl_source).expanduser())
-    (tmp / SMPL_SUBDIR).mkdir()
-    shutil.copy2(smpl_file, tmp / SMPL_SUBDIR / smpl_file.name)
-    for name in (EXTRA_REGRESSOR_FILENAME, H36M_REGRESSOR_FILENAME):  # optional files travel along
-        if (smpl_file.parent / name).is_file():
-            shutil.copy2(smpl_file.parent / name, tmp / SMPL_SUBDIR / name)
-    PipelineConfig(pose_decoder=model.pose_decoder.config.type, preprocess=model.preprocess, source=source,
-                   untrained=untrained).save_json(tmp / "pipeline.json")
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out)
-    return out
+    smpl_npz = find_smpl_file(Path(smpl_source).expanduser())
+
+    def fill(tmp: Path) -> None:
+        model.backbone.save_folders(**backbone_folders(tmp))
+        save_regressor(model.regressor, component_dir(tmp, "regressor"))
+        save_pose_decoder(model.pose_decoder, component_dir(tmp, "pose_decoder"))
+        copy_smpl(smpl_npz, tmp)
+        PipelineConfig(pose_decoder=model.pose_decoder.config.type, preprocess=model.preprocess, source=source,
+                       untrained=untrained, focal_per_image=model.focal_per_image).save_json(tmp / PIPELINE_CONFIG_NAME)
+
+    return write_weights_dir(out_dir, fill)
 
 
-def _load_weights(root: Path, device: torch.device):
-    """A weights directory's components, loaded and cross-checked by ``Pipeline.from_pretrained`` (fp32)."""
+def load_teacher(weights_dir: str | Path, device: torch.device) -> DPMesh:
+    """The frozen, eval-mode network of an exported weights directory (the NKR teacher), loaded and
+    cross-checked by ``Pipeline.from_pretrained`` (fp32)."""
     from ..pipeline import Pipeline
 
-    return Pipeline.from_pretrained(root, device=device, dtype=torch.float32)
-
-
-def load_teacher(weights_dir: str | Path, device: torch.device) -> DPMeshModel:
-    """A frozen, eval-mode model from an exported weights directory (the NKR teacher)."""
-    pipe = _load_weights(Path(weights_dir), device)
-    model = DPMeshModel(backbone=pipe.backbone, regressor=pipe.regressor, pose_decoder=pipe.pose_decoder,
-                        body=pipe.body, preprocess=pipe.config.preprocess)
+    model = Pipeline.from_pretrained(Path(weights_dir), device=device, dtype=torch.float32).model
     model.requires_grad_(False)
-    return model.to(device).eval()
+    return model.eval()

@@ -2,7 +2,7 @@
 
 :func:`make_training_sample` builds the teacher/student inputs and all targets of upstream-dpmesh §6
 (augmentation §6.2, NKR inputs §6.5) from an :class:`~dpmesh_infer.data.format.ImageAnnotation`.
-With ``train=False`` it is the test-time preprocessing of :func:`dpmesh_infer.preprocess.prepare_persons`
+With ``train=False`` it is the test-time preprocessing of :func:`dpmesh_infer.geometry.crops.prepare_persons`
 applied to the person's ground-truth keypoints seen through a COCO detector (:func:`gt_detector_j30`),
 bit for bit. Sign conventions of flip and rotation: :mod:`dpmesh_infer.train.augment`.
 """
@@ -14,11 +14,27 @@ import dataclasses
 import numpy as np
 
 from ..data.format import ImageAnnotation, PersonAnnotation
+from ..geometry.crops import (  # fmt: skip
+    PreprocessConfig,
+    Skip,
+    SquareBox,
+    box_from_keypoints,
+    crop_image,
+    joint_inputs,
+)
 from ..geometry.joints import COCO17_NAMES, J30_NAMES, coco17_to_j30  # fmt: skip
-from ..geometry.crops import PreprocessConfig, Skip, SquareBox, box_from_keypoints, crop_image, joint_inputs  # fmt: skip
 from .augment import (
-    J30_FLIP_PERM, AugmentConfig, AugmentParams, apply_affine, apply_color, crop_affine, identity_augmentation,
-    sample_augmentation, synthesize_detector_errors, synthetic_occlusion, transform_joints_3d,
+    J30_FLIP_PERM,
+    AugmentConfig,
+    AugmentParams,
+    apply_affine,
+    apply_color,
+    crop_affine,
+    identity_augmentation,
+    sample_augmentation,
+    synthesize_detector_errors,
+    synthetic_occlusion,
+    transform_joints_3d,
     transform_smpl_pose,
 )  # fmt: skip
 
@@ -47,7 +63,7 @@ def gt_detector_j30(kp30_gt: np.ndarray) -> np.ndarray:
     """GT J30 keypoints as a perfect COCO-17 detector would report them, in the J30 layout.
 
     (30,3) [x, y, visibility] image px -> (30,3) float32: J30 -> COCO-17 by name, then
-    :func:`~dpmesh_infer.preprocess.coco17_to_j30` (Pelvis / Neck = pair means with product confidence,
+    :func:`~dpmesh_infer.geometry.crops.coco17_to_j30` (Pelvis / Neck = pair means with product confidence,
     exactly like test time; slots without a COCO source are zero). Visibility acts as confidence.
     """
     kp = np.asarray(kp30_gt, dtype=np.float32)
@@ -125,7 +141,7 @@ def make_training_sample(
         params: fixed geometry/colour (:class:`AugmentParams`) instead of drawing them (tests, tools);
             ``train`` still decides keypoint noise, drop and occlusion.
 
-    Box: the test-time box (:func:`~dpmesh_infer.preprocess.box_from_keypoints`) of the detector-view GT
+    Box: the test-time box (:func:`~dpmesh_infer.geometry.crops.box_from_keypoints`) of the detector-view GT
     keypoints with the square scale params.bbox_scale, falling back to :func:`person_box`; the crop then
     covers side · params.scale, turned by params.rot_deg, the image mirrored first when params.flip.
 

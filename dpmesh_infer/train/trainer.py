@@ -34,9 +34,9 @@ from typing import Callable
 
 import torch
 
+from ..atomic import replace_dir, write_text, write_with
 from ..errors import InputError
 from .config import TrainConfig
-from ..atomic import replace_dir, write_text, write_with
 from .runlog import append_log, truncate_log
 
 __all__ = ["TrainResult", "train_dpmesh", "latest_checkpoint", "step_loss"]
@@ -410,11 +410,12 @@ class _Validator:
 
     def __init__(self, config: TrainConfig, smpl_source: Path) -> None:
         from ..data.format import Dataset
-        from ..evaluate import H36M_REGRESSOR_FILENAME, load_h36m_regressor
+        from ..evaluate import load_h36m_regressor
+        from ..weights.layout import H36M_REGRESSOR_FILE
         from ..weights.smpl import find_smpl_file
 
         smpl_dir = find_smpl_file(smpl_source).parent
-        path = config.data.h36m_regressor or smpl_dir / H36M_REGRESSOR_FILENAME
+        path = config.data.h36m_regressor or smpl_dir / H36M_REGRESSOR_FILE
         self.regressor, self.regressor_source, _ = load_h36m_regressor(Path(path).expanduser(), smpl_dir.parent)
         self.dataset = Dataset(Path(config.data.val.path).expanduser())
         self.split = config.data.val.split
@@ -422,11 +423,11 @@ class _Validator:
 
     def __call__(self, model, device) -> list[dict]:
         from ..evaluate import evaluate_dataset
-        from ..pipeline import Pipeline
         from ..models.dpmesh import PipelineConfig
+        from ..pipeline import Pipeline
 
         view = Pipeline(config=PipelineConfig(pose_decoder=model.pose_decoder.config.type,
-                                              preprocess=model.preprocess),
+                                              preprocess=model.preprocess, focal_per_image=model.focal_per_image),
                         backbone=model.backbone, regressor=model.regressor, pose_decoder=model.pose_decoder,
                         body=model.body, device=device, dtype=torch.float32)
         report = evaluate_dataset(view, self.dataset, splits=[self.split], inputs="auto",

@@ -1,4 +1,4 @@
-"""Pre-training of the VQ-VAE pose prior (:class:`~dpmesh_infer.pose_decoders.VQVAEPosePrior`) on AMASS.
+"""Pre-training of the VQ-VAE pose prior (:class:`~dpmesh_infer.models.pose_decoders.VQVAEPosePrior`) on AMASS.
 
 Data (:func:`load_amass_body_poses`): every ``*.npz`` under ``poses_dir`` (recursive, sorted), read
 with ``allow_pickle=False``; its ``poses`` array (T, C ≥ 66) holds axis-angle SMPL(-H) poses, column
@@ -29,7 +29,7 @@ Bookkeeping in ``out_dir``:
   of epoch e is a permutation drawn from a generator seeded with (seed, e), so ``resume=True``
   continues exactly where the checkpoint was taken (bit-identical on the same device).
 - ``pose_decoder/``: the trained decoder (``config.json`` + ``model.safetensors``), loadable with
-  :func:`~dpmesh_infer.pose_decoders.load_pose_decoder`.
+  :func:`~dpmesh_infer.models.pose_decoders.load_pose_decoder`.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import write_with
 from ..devices import resolve_device
 from ..errors import ConfigError, InputError
-from ..models.pose_decoders import PoseDecoderConfig, VQVAEPosePrior, save_pose_decoder
 from ..geometry.rotations import axis_angle_to_matrix, orthonormalise
-from ..atomic import write_with
+from ..models.pose_decoders import PoseDecoderConfig, VQVAEPosePrior, save_pose_decoder
 from .runlog import append_log, truncate_log
 
 __all__ = ["VQVAETrainResult", "load_amass_body_poses", "train_vqvae", "vqvae_command"]

@@ -26,8 +26,6 @@ import dataclasses
 import os
 import pickle
 import re
-import shutil
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,6 +33,8 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import InputError, UntrustedCheckpointError, WeightsError
+from ..models.dpmesh import PipelineConfig
+from .layout import COMPONENTS, FIX_SMPL, SMPL_DIR, check_output_dir
 from .ldm_keys import (
     DROP_REASONS,
     SD,
@@ -60,7 +60,7 @@ __all__ = [
     "DROP_REASONS",
 ]
 
-COMPONENT_ORDER = ("vae", "unet", "unet_lora", "controlnet", "adapter", "regressor", "pose_decoder")
+COMPONENT_ORDER = tuple(c.name for c in COMPONENTS)
 
 
 # --------------------------------------------------------------------------------------- target
@@ -373,17 +373,17 @@ def verify_mapped(mapped: MappedCheckpoint):
     """Check every component against the target modules built on ``meta`` (keys and shapes, exactly).
 
     Uses the loaders' own checks (``DiffusionBackbone.load_component_states``,
-    :func:`~dpmesh_infer.weights.io.check_state_dict`), so a folder that passes loads. Returns the meta
-    :class:`~dpmesh_infer.backbone.DiffusionBackbone` (its diffusers configs are written from it).
+    :func:`~dpmesh_infer.models.io.check_state_dict`), so a folder that passes loads. Returns the meta
+    :class:`~dpmesh_infer.models.backbone.DiffusionBackbone` (its diffusers configs are written from it).
 
     Raises:
         WeightsError: missing / unexpected keys or wrong shapes (listed per component), or LoRA on
             Linears other than the ones the backbone wraps.
     """
     from ..models.backbone import DiffusionBackbone
+    from ..models.io import check_state_dict
     from ..models.pose_decoders import build_pose_decoder
     from ..models.regressor import Regressor
-    from ..models.io import check_state_dict
 
     t, c = mapped.target, mapped.components
     bb = DiffusionBackbone.build(t.backbone, dict(t.unet), dict(t.controlnet), dict(t.vae), device="meta")
@@ -422,17 +422,6 @@ def verify_mapped(mapped: MappedCheckpoint):
 
 
 # --------------------------------------------------------------------------------------- writing
-def _is_nonempty_dir(p: Path) -> bool:
-    return p.is_dir() and any(p.iterdir())
-
-
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output path {out_dir} exists and is not a directory")
-    if _is_nonempty_dir(out_dir) and not overwrite:
-        raise InputError(f"output directory {out_dir} is not empty; choose another one or pass --overwrite")
-
-
 def _cast(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     if dtype is None:
         return dict(state)
@@ -441,7 +430,8 @@ def _cast(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[
 
 def write_mapped(mapped: MappedCheckpoint, out_dir: str | os.PathLike, *, dtype: torch.dtype | None = None,
                  overwrite: bool = False, source_name: str = "", backbone=None) -> Path:
-    """Write the weights folder atomically (``<out_dir>.tmp-XXXX``, renamed into place at the end).
+    """Write the weights folder through ``weights.layout.write_weights_dir`` (staging folder, swapped into
+    place at the end).
 
     Components are written one at a time (peak memory ≈ the largest component, the UNet). With
     ``overwrite``, an existing non-empty ``out_dir`` is replaced; its ``smpl/`` folder (imported
@@ -453,62 +443,34 @@ def write_mapped(mapped: MappedCheckpoint, out_dir: str | os.PathLike, *, dtype:
         backbone: the meta backbone from :func:`verify_mapped` (built here when None).
     """
     from .. import __version__
-    from ..models.backbone import ADAPTER_DIR, CONTROLNET_DIR, DIFFUSERS_WEIGHTS, LORA_DIR, LORA_WEIGHTS, UNET_DIR, VAE_DIR
-    from .layout import PIPELINE_CONFIG_NAME
-    from ..models.dpmesh import PipelineConfig
-    from ..models.io import CONFIG_NAME, WEIGHTS_NAME, save_safetensors
+    from ..models.io import save_diffusers_component, save_safetensors
+    from .layout import COMPONENT_BY_NAME, PIPELINE_CONFIG_NAME, write_weights_dir
 
-    out_dir = Path(out_dir).expanduser()
-    _check_out_dir(out_dir, overwrite)
     if any(v.is_meta for comp in mapped.components.values() for v in comp.values()):
         raise WeightsError("cannot write meta tensors (the mapping was run without data)")
     bb = backbone if backbone is not None else verify_mapped(mapped)
     t, comps = mapped.target, mapped.components
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
-    try:
-        for sub, model, name in ((VAE_DIR, bb.vae, "vae"), (CONTROLNET_DIR, bb.controlnet, "controlnet"),
-                                 (UNET_DIR, bb.unet, "unet")):
-            (tmp / sub).mkdir()
-            model.save_config(tmp / sub)
-            save_safetensors(_cast(comps[name], dtype), tmp / sub / DIFFUSERS_WEIGHTS)
-        (tmp / LORA_DIR).mkdir()
-        bb.lora_config.save_pretrained(str(tmp / LORA_DIR))
-        save_safetensors(_cast(comps["unet_lora"], dtype), tmp / LORA_DIR / LORA_WEIGHTS)
-        for sub, cfg, name in ((ADAPTER_DIR, t.backbone, "adapter"), ("regressor", t.regressor, "regressor"),
-                               ("pose_decoder", t.pose_decoder, "pose_decoder")):
-            (tmp / sub).mkdir()
-            cfg.save_json(tmp / sub / CONFIG_NAME)
-            save_safetensors(_cast(comps[name], dtype), tmp / sub / WEIGHTS_NAME)
+    diffusers_models = {"vae": bb.vae, "unet": bb.unet, "controlnet": bb.controlnet}
+    our_configs = {"adapter": t.backbone, "regressor": t.regressor, "pose_decoder": t.pose_decoder}
+
+    def fill(tmp: Path) -> None:
+        for name in COMPONENT_ORDER:
+            cfg_path, weights_path = COMPONENT_BY_NAME[name].paths(tmp)
+            state = _cast(comps[name], dtype)
+            if name in diffusers_models:
+                save_diffusers_component(diffusers_models[name], state, cfg_path.parent)
+                continue
+            cfg_path.parent.mkdir(parents=True, exist_ok=True)
+            if name == "unet_lora":
+                bb.lora_config.save_pretrained(str(cfg_path.parent))
+            else:
+                our_configs[name].save_json(cfg_path)
+            save_safetensors(state, weights_path)
         source = f"converted from {source_name or 'an official DPMesh checkpoint'} by dpmesh_infer {__version__}"
         PipelineConfig(pose_decoder=t.pose_decoder.type, source=source).save_json(tmp / PIPELINE_CONFIG_NAME)
-        _swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
 
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    if not any(out_dir.iterdir()):
-        out_dir.rmdir()
-        os.replace(tmp, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=out_dir.name + ".old-", dir=out_dir.parent))
-    old.rmdir()
-    os.replace(out_dir, old)
-    try:
-        if (old / "smpl").is_dir() and not (tmp / "smpl").exists():
-            shutil.copytree(old / "smpl", tmp / "smpl")
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if not out_dir.exists():
-            os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    return write_weights_dir(Path(out_dir).expanduser(), fill, overwrite=overwrite, require_smpl=False,
+                             keep_smpl=True)
 
 
 # --------------------------------------------------------------------------------------- entry point
@@ -540,13 +502,12 @@ def convert_official(src: str | os.PathLike, out_dir: str | os.PathLike, *, trus
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InputError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
     src, out = Path(src).expanduser(), Path(out_dir).expanduser()
-    _check_out_dir(out, overwrite)  # fail before the expensive load
+    check_output_dir(out, overwrite)  # fail before the expensive load
     report = ConversionReport(source=src, dtype=str(dtype).replace("torch.", "") if dtype else None)
     state = load_official_checkpoint(src, trust_pickle=trust_pickle, report=report)
     mapped = map_official_state_dict(state, check_duplicates=check_duplicates, target=target, report=report)
     bb = verify_mapped(mapped)
     report.output = write_mapped(mapped, out, dtype=dtype, overwrite=overwrite, source_name=src.name, backbone=bb)
-    report.notes.append("SMPL is not converted: run `dpmesh weights import-smpl SMPL_NEUTRAL.pkl --weights "
-                        f"{report.output}`" + (" (an existing smpl/ folder was kept)"
-                                              if (report.output / "smpl").is_dir() else ""))
+    report.notes.append(f"SMPL is not converted: run `{FIX_SMPL.format(dir=report.output)}`"
+                        + (" (an existing smpl/ folder was kept)" if (report.output / SMPL_DIR).is_dir() else ""))
     return report

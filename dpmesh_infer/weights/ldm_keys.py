@@ -92,7 +92,7 @@ def plan_ldm_to_diffusers(
     Args:
         kind: "unet", "controlnet" or "vae".
         shapes: ldm key (relative to the component, e.g. ``input_blocks.0.0.weight``) → shape.
-        config: the diffusers config dict of the component (``dpmesh_infer.sd15``).
+        config: the diffusers config dict of the component (``dpmesh_infer.models.sd15``).
     Returns:
         diffusers key → :class:`PlanEntry` (ldm key, indexing, resulting shape).
     Raises:

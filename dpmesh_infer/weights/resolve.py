@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import WeightsError
+from .layout import FIX_CONVERT, FIX_SMPL
 
 ENV_VAR = "DPMESH_WEIGHTS"
 
@@ -53,10 +54,9 @@ def resolve_weights_dir(explicit: str | os.PathLike | None = None, *, must_exist
     if explicit is not None:
         src, p = cands[0]
         if must_exist and not p.is_dir():
-            raise WeightsError(
-                f"weights directory {p} (given with --weights) does not exist.\n"
-                "  Create it with: dpmesh weights convert-official CKPT --out " + str(p)
-            )
+            raise WeightsError(f"weights directory {p} (given with --weights) does not exist.\n"
+                               f"  Create it with: {FIX_CONVERT.format(dir=p)}\n"
+                               f"  and: {FIX_SMPL.format(dir=p)}")
         return WeightsLocation(p, src, searched)
     for src, p in cands:
         if p.is_dir() or not must_exist:

@@ -1,4 +1,4 @@
-"""SMPL neutral: import the file a user downloaded, validate it, store a clean copy, load it.
+"""SMPL neutral: import the file a user downloaded, validate it, store a clean copy, find and load it.
 
 The SMPL model is licensed (https://smpl.is.tue.mpg.de) and never downloaded by this package. The
 user imports it once::
@@ -6,22 +6,7 @@ user imports it once::
     dpmesh weights import-smpl /path/to/SMPL_NEUTRAL.pkl --weights DIR
 
 which writes ``DIR/smpl/SMPL_NEUTRAL.npz``: plain arrays, no pickle, no chumpy, readable with
-``np.load(allow_pickle=False)``. Keys and layout (float32 unless noted):
-
-==================  ================  ==========================================================
-key                 shape             meaning
-==================  ================  ==========================================================
-v_template          (6890, 3)         rest template, metres
-shapedirs           (6890, 3, 10)     first 10 shape components
-posedirs            (6890, 3, 207)    pose correctives
-J_regressor         (24, 6890)        dense joint regressor (rest joints from rest vertices)
-weights             (6890, 24)        skinning weights
-kintree_table       (2, 24) int64     row 0 = parents with -1 for the root, row 1 = 0..23
-f                   (13776, 3) int64  triangles
-format_version      () int64          1
-source_name         () str            file name it was imported from
-source_sha256       () str            SHA-256 of that file
-==================  ================  ==========================================================
+``np.load(allow_pickle=False)`` (layout: :mod:`dpmesh_infer.models.body_io`).
 
 Official ``.pkl`` files were pickled by Python 2 and contain chumpy ``Ch`` objects and
 ``scipy.sparse`` matrices. They are read with a *restricted* unpickler: only an allowlist of
@@ -42,29 +27,18 @@ import logging
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from ..atomic import write_with
 from ..errors import WeightsError
+from ..models.body_io import SMPL_ARRAY_KEYS, read_regressor_npy, read_smpl_npz, validate_smpl_arrays, write_smpl_npz
+from .layout import EXTRA_REGRESSOR_FILE, SMPL_DIR, SMPL_FILE, fix_command
 
 logger = logging.getLogger(__name__)
 
-SMPL_SUBDIR = "smpl"
-SMPL_FILENAME = "SMPL_NEUTRAL.npz"
-EXTRA_REGRESSOR_FILENAME = "J_regressor_extra.npy"
 SMPL_DOWNLOAD_URL = "https://smpl.is.tue.mpg.de"
-FORMAT_VERSION = 1
-
-NUM_VERTICES = 6890
-NUM_JOINTS = 24
-NUM_FACES = 13776
-NUM_BETAS = 10
-NUM_POSE_BASIS = 207  # 23 joints x 9
-
-#: Array keys of the clean file (metadata keys excluded).
-SMPL_ARRAY_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
 
 # Well-known names, used when a folder is given to the importer.
 _KNOWN_SOURCE_NAMES = (
@@ -79,7 +53,7 @@ def _import_hint(where: Path | str) -> str:
     return (
         f"Download the SMPL model from {SMPL_DOWNLOAD_URL} (free registration; the neutral model "
         "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl or SMPL_NEUTRAL.pkl both work), then run:\n"
-        f"    dpmesh weights import-smpl /path/to/SMPL_NEUTRAL.pkl --weights {where}"
+        f"    {fix_command(f'{SMPL_DIR}/{SMPL_FILE}', where)}"
     )
 
 
@@ -240,103 +214,6 @@ def _to_plain(value: Any, key: str) -> Any:
 # -------------------------------------------------------------------------------------------------
 
 
-def _shape_of(v: Any) -> str:
-    return str(tuple(v.shape)) if hasattr(v, "shape") else type(v).__name__
-
-
-def _identify(raw: Mapping[str, Any]) -> str:
-    """Best guess of which body model ``raw`` holds, for error messages."""
-    n_v = raw["v_template"].shape[0] if hasattr(raw.get("v_template"), "shape") else None
-    jr = raw.get("J_regressor")
-    n_j = jr.shape[0] if hasattr(jr, "shape") else None
-    if n_v == 10475:
-        return "an SMPL-X model (10475 vertices)"
-    if n_v == 778 or "hands_components" in raw:
-        return "a MANO hand model (778 vertices)"
-    if n_v == 5023:
-        return "a FLAME head model (5023 vertices)"
-    if n_v == 6890 and n_j == 52:
-        return "an SMPL-H model (6890 vertices, 52 joints)"
-    if n_v == 6890 and n_j == 24:
-        return "an SMPL model"
-    return f"an unknown model ({n_v} vertices, {n_j} joints)"
-
-
-def validate_smpl_arrays(raw: Mapping[str, Any], *, where: str) -> dict[str, np.ndarray]:
-    """Check and normalise SMPL arrays; returns the clean dict of :data:`SMPL_ARRAY_KEYS`.
-
-    Accepts ndarrays (or anything ``np.asarray`` turns into a numeric array). ``shapedirs`` may have
-    ≥10 components (the first 10 are kept). The root parent may be stored as -1 or 4294967295.
-    Output dtypes: float32 for the float arrays, int64 for ``kintree_table`` (root parent -1) and
-    ``f``.
-
-    Raises:
-        WeightsError: naming what was found (e.g. an SMPL-X file) and what is expected.
-    """
-    missing = [k for k in SMPL_ARRAY_KEYS if k not in raw]
-    if missing:
-        kind = _identify(raw) if "v_template" in raw else "not an SMPL model"
-        raise WeightsError(
-            f"{where} is {kind}: missing entries {missing}; an SMPL model has {list(SMPL_ARRAY_KEYS)}. "
-            f"Found entries: {sorted(map(str, raw))[:20]}"
-        )
-    arr: dict[str, np.ndarray] = {}
-    for k in SMPL_ARRAY_KEYS:
-        try:
-            a = np.asarray(raw[k])
-        except Exception as e:
-            raise WeightsError(f"{where}: entry {k!r} is not an array ({type(raw[k]).__name__}): {e}") from e
-        if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-            raise WeightsError(f"{where}: entry {k!r} has non-numeric dtype {a.dtype}")
-        arr[k] = a
-
-    expected = {
-        "v_template": (NUM_VERTICES, 3),
-        "posedirs": (NUM_VERTICES, 3, NUM_POSE_BASIS),
-        "J_regressor": (NUM_JOINTS, NUM_VERTICES),
-        "weights": (NUM_VERTICES, NUM_JOINTS),
-        "kintree_table": (2, NUM_JOINTS),
-        "f": (NUM_FACES, 3),
-    }
-    wrong = [f"{k} {_shape_of(arr[k])} (expected {v})" for k, v in expected.items() if arr[k].shape != v]
-    sd = arr["shapedirs"]
-    if sd.ndim != 3 or sd.shape[:2] != (NUM_VERTICES, 3) or sd.shape[2] < NUM_BETAS:
-        wrong.append(f"shapedirs {_shape_of(sd)} (expected ({NUM_VERTICES}, 3, >={NUM_BETAS}))")
-    if wrong:
-        raise WeightsError(
-            f"{where} is {_identify(raw)}, not the SMPL neutral body model this package needs. "
-            "Wrong shapes: " + "; ".join(wrong)
-        )
-
-    out = {k: arr[k].astype(np.float32) for k in ("v_template", "posedirs", "J_regressor", "weights")}
-    out["shapedirs"] = np.ascontiguousarray(sd[:, :, :NUM_BETAS], dtype=np.float32)
-    for k, v in out.items():
-        if not np.isfinite(v).all():
-            raise WeightsError(f"{where}: entry {k!r} contains NaN or infinite values")
-
-    kt = arr["kintree_table"].astype(np.int64)
-    parents = kt[0].copy()
-    if parents[0] in (-1, 4294967295, 2**64 - 1):
-        parents[0] = -1
-    if parents[0] != -1 or not np.array_equal(kt[1], np.arange(NUM_JOINTS)) or not all(
-        0 <= parents[j] < j for j in range(1, NUM_JOINTS)
-    ):
-        raise WeightsError(
-            f"{where}: kintree_table is not an SMPL kinematic tree (row 0 = parents with the root "
-            f"first, each parent listed before its child; row 1 = 0..23); found {kt.tolist()}"
-        )
-    out["kintree_table"] = np.stack([parents, kt[1]])
-
-    f = arr["f"]
-    if not np.issubdtype(f.dtype, np.integer) and not np.array_equal(f, np.round(f)):
-        raise WeightsError(f"{where}: faces 'f' are not integer vertex indices")
-    f = f.astype(np.int64)
-    if f.min() < 0 or f.max() >= NUM_VERTICES:
-        raise WeightsError(f"{where}: faces 'f' index vertices outside 0..{NUM_VERTICES - 1}")
-    out["f"] = f
-    return {k: out[k] for k in SMPL_ARRAY_KEYS}
-
-
 def _warn_if_gendered(name: str) -> None:
     tokens = set(re.split(r"[^a-z0-9]+", name.lower()))
     gender = "female" if tokens & {"female", "f"} else "male" if tokens & {"male", "m"} else None
@@ -404,39 +281,6 @@ def read_smpl_source(src: str | Path) -> dict[str, np.ndarray]:
     return validate_smpl_arrays(raw, where=str(src))
 
 
-def write_smpl_npz(
-    arrays: Mapping[str, np.ndarray], folder: str | Path, *, source_name: str = "", source_sha256: str = ""
-) -> Path:
-    """Atomically write validated ``arrays`` to ``folder/SMPL_NEUTRAL.npz`` (no pickled objects)."""
-    path = Path(folder) / SMPL_FILENAME
-    payload = {k: np.asarray(arrays[k]) for k in SMPL_ARRAY_KEYS}
-    payload["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
-    payload["source_name"] = np.array(source_name)
-    payload["source_sha256"] = np.array(source_sha256)
-    write_with(path, lambda fh: np.savez(fh, **payload))
-    return path
-
-
-def read_extra_regressor(path: str | Path) -> np.ndarray:
-    """Read and validate a ``J_regressor_extra.npy``: (k ≥ 4, 6890) finite floats; row 3 = head top."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"extra joint regressor not found: {path}")
-    try:
-        a = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise WeightsError(f"cannot read {path} as a plain .npy array: {type(e).__name__}: {e}") from e
-    if a.ndim != 2 or a.shape[1] != NUM_VERTICES or a.shape[0] < 4 or not np.issubdtype(a.dtype, np.number):
-        raise WeightsError(
-            f"{path}: expected a (k, {NUM_VERTICES}) numeric joint regressor with k >= 4 (row 3 = head top); "
-            f"found {a.dtype} {tuple(a.shape)}"
-        )
-    a = a.astype(np.float32)
-    if not np.isfinite(a).all():
-        raise WeightsError(f"{path}: contains NaN or infinite values")
-    return a
-
-
 def import_smpl(src: str | Path, weights_dir: str | Path, extra_regressor: str | Path | None = None) -> Path:
     """Validate the SMPL neutral model at ``src`` and store a clean copy under ``weights_dir/smpl/``.
 
@@ -457,12 +301,12 @@ def import_smpl(src: str | Path, weights_dir: str | Path, extra_regressor: str |
     src_path = _resolve_source(Path(src))
     _warn_if_gendered(src_path.name)
     arrays = read_smpl_source(src_path)
-    extra = read_extra_regressor(extra_regressor) if extra_regressor is not None else None
+    extra = _read_extra(extra_regressor) if extra_regressor is not None else None
     digest = hashlib.sha256(src_path.read_bytes()).hexdigest()
     folder = smpl_folder(weights_dir)
-    out = write_smpl_npz(arrays, folder, source_name=src_path.name, source_sha256=digest)
+    out = write_smpl_npz(arrays, folder / SMPL_FILE, source_name=src_path.name, source_sha256=digest)
     if extra is not None:
-        write_with(folder / EXTRA_REGRESSOR_FILENAME, lambda fh: np.save(fh, extra, allow_pickle=False))
+        write_with(folder / EXTRA_REGRESSOR_FILE, lambda fh: np.save(fh, extra, allow_pickle=False))
     logger.info("imported SMPL neutral model from %s into %s", src_path, out)
     return out
 
@@ -474,7 +318,7 @@ def import_smpl(src: str | Path, weights_dir: str | Path, extra_regressor: str |
 
 def smpl_folder(weights_dir: str | Path) -> Path:
     """``weights_dir/smpl`` (where the clean SMPL files live)."""
-    return Path(weights_dir) / SMPL_SUBDIR
+    return Path(weights_dir) / SMPL_DIR
 
 
 def find_smpl_file(weights_dir_or_smpl_dir: str | Path) -> Path:
@@ -486,15 +330,21 @@ def find_smpl_file(weights_dir_or_smpl_dir: str | Path) -> Path:
     p = Path(weights_dir_or_smpl_dir)
     if p.is_file() and p.suffix == ".npz":
         return p
-    candidates = [smpl_folder(p) / SMPL_FILENAME, p / SMPL_FILENAME]
+    candidates = [smpl_folder(p) / SMPL_FILE, p / SMPL_FILE]
     for c in candidates:
         if c.is_file():
             return c
-    weights_dir = p.parent if p.name == SMPL_SUBDIR else p
+    weights_dir = p.parent if p.name == SMPL_DIR else p
     raise WeightsError(
         f"SMPL body model not found: expected {candidates[0]}"
         f" (also looked for {candidates[1]}).\n" + _import_hint(weights_dir)
     )
+
+
+def _read_extra(path: str | Path) -> np.ndarray:
+    """A ``J_regressor_extra.npy``: (k >= 4, 6890) float32; row 3 is the head top."""
+    return read_regressor_npy(path, what="extra joint regressor (J_regressor_extra.npy, row 3 = head top)",
+                              min_rows=4)
 
 
 def load_smpl_arrays(weights_dir: str | Path) -> dict[str, np.ndarray]:
@@ -506,18 +356,24 @@ def load_smpl_arrays(weights_dir: str | Path) -> dict[str, np.ndarray]:
         WeightsError: missing (with the import command) or invalid file.
     """
     path = find_smpl_file(weights_dir)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            raw = {k: z[k] for k in z.files if k in SMPL_ARRAY_KEYS}
-    except Exception as e:
-        raise WeightsError(
-            f"cannot read {path}: {type(e).__name__}: {e}\nRe-import it:\n" + _import_hint(path.parent.parent)
-        ) from e
-    return validate_smpl_arrays(raw, where=str(path))
+    return read_smpl_npz(path, fix_hint="Re-import it:\n" + _import_hint(path.parent.parent))
 
 
 def load_extra_regressor(weights_dir_or_smpl_dir: str | Path) -> np.ndarray | None:
     """The optional ``J_regressor_extra.npy`` next to the clean SMPL file, or None if absent."""
-    path = find_smpl_file(weights_dir_or_smpl_dir).parent / EXTRA_REGRESSOR_FILENAME
-    return read_extra_regressor(path) if path.is_file() else None
+    path = find_smpl_file(weights_dir_or_smpl_dir).parent / EXTRA_REGRESSOR_FILE
+    return _read_extra(path) if path.is_file() else None
 
+
+def load_smpl(weights_dir_or_smpl_dir: str | Path, device="cpu"):
+    """:class:`~dpmesh_infer.models.body.SMPLBody` from ``DIR/smpl/SMPL_NEUTRAL.npz`` (+ the optional
+    ``J_regressor_extra.npy`` beside it). Accepts the weights directory DIR, DIR/smpl, or the .npz path.
+
+    Raises:
+        WeightsError: the SMPL file is missing (the message gives the import command) or invalid.
+    """
+    from ..models.body import SMPLBody
+
+    arrays = load_smpl_arrays(weights_dir_or_smpl_dir)
+    extra = load_extra_regressor(weights_dir_or_smpl_dir)
+    return SMPLBody(arrays, extra_regressor=extra).to(device)

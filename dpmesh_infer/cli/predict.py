@@ -1,0 +1,298 @@
+"""``dpmesh predict``: images (files, folders, globs) -> meshes and SMPL parameters.
+
+A single ``--out FILE`` writes one image's result; a folder ``--out`` is a resumable folder run
+(:mod:`dpmesh_infer.batch`). Everything heavy (torch, the pipeline, mmpose, pyrender) is imported
+inside the command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import EXIT_INTERRUPTED, ImageError, InputError, NoPersonError
+from .common import (
+    console,
+    device_option,
+    err_console,
+    handle_errors,
+    quiet_option,
+    setup_logging,
+    verbose_option,
+    weights_option,
+)
+
+app = typer.Typer()
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """The detector choice and thresholds of ``predict`` (used when no --keypoints is given)."""
+
+    detector: str = "rtmo-l"
+    det_config: Path | None = None
+    det_checkpoint: Path | None = None
+    det_thr: float = 0.3
+    kpt_thr: float = 0.3
+    max_people: int | None = None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``predict`` was asked to do, validated (one object instead of a dozen arguments)."""
+
+    weights: Path | None
+    device: str
+    dtype: str
+    focal: object  # a dpmesh_infer.focal.FocalChoice
+    batch_size: int
+    max_pixels: int | None
+    render: bool
+    detector: DetectorOptions
+
+
+@app.command()
+@handle_errors
+def predict(
+    images: List[Path] = typer.Argument(..., metavar="INPUT...",
+                                        help="Image files, folders (searched recursively) or glob patterns "
+                                             "(quote them: 'photos/**/*.jpg')."),
+    keypoints: Optional[Path] = typer.Option(None, "--keypoints", "-k",
+                                             help="Keypoint file (COCO keypoint results JSON, OpenPose JSON "
+                                                  "or `dpmesh detect` output). Default: run the detector."),
+    out: Path = typer.Option(..., "--out", "-o",
+                             help="Output: FILE.npz / .obj / .ply / .glb / .json for one image, or a folder "
+                                  "(one sub-folder per image with people.json, params.npz, person_NN.obj, "
+                                  "scene.glb; plus manifest.jsonl)."),
+    weights: Optional[Path] = weights_option(),
+    device: str = device_option(),
+    dtype: str = typer.Option("auto", help="Network dtype: auto (fp16 on CUDA, fp32 on CPU), fp16, bf16, fp32."),
+    focal: Optional[str] = typer.Option(None, "--focal", metavar="PIXELS|exif",
+                                        help="Focal length of the output camera: pixels, or 'exif' to use the "
+                                             "photo's EXIF FocalLengthIn35mmFilm (default sqrt(W^2+H^2), as the "
+                                             "model was trained; also when the tag is absent)."),
+    fov: Optional[float] = typer.Option(None, "--fov", metavar="DEGREES",
+                                        help="Horizontal field of view instead of --focal: f = W/2 / tan(fov/2)."),
+    batch_size: int = typer.Option(16, help="Persons per network batch."),
+    chunk: int = typer.Option(8, "--chunk", help="Folder runs: images loaded, detected and reconstructed together "
+                                                 "(their persons share network batches); written chunk by chunk."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Folder runs: redo images whose output folder is "
+                                                              "already finished (default: skip them, i.e. resume)."),
+    render: bool = typer.Option(False, "--render", help="Also render the people (pyrender, headless EGL or OSMesa): "
+                                "overlay.png over the photo and side.png per image folder, or <stem>_overlay.png "
+                                "and <stem>_side.png beside a single --out file."),
+    quiet: bool = quiet_option(),
+    detector: str = typer.Option("rtmo-l", "--detector", help="Keypoint detector when no --keypoints is given "
+                                 "(see `dpmesh weights list-detectors`)."),
+    det_config: Optional[Path] = typer.Option(None, "--det-config", help="Your own mmpose detector config."),
+    det_checkpoint: Optional[Path] = typer.Option(None, "--det-checkpoint", help="Checkpoint for --det-config."),
+    det_thr: float = typer.Option(0.3, "--det-thr", help="Minimum person detection score."),
+    kpt_thr: float = typer.Option(0.3, "--kpt-thr", help="Keypoint score counted as confident by the detector."),
+    max_people: Optional[int] = typer.Option(None, "--max-people", help="At most this many people per image."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse images with more pixels "
+                                             "(decompression-bomb guard; default 100 million or "
+                                             "$DPMESH_MAX_PIXELS)."),
+    verbose: int = verbose_option(),
+):
+    """Reconstruct every person of the INPUT images and write meshes and parameters.
+
+    Keypoints come from --keypoints, or else from the mmpose detector (RTMO by default). With a folder
+    as --out, finished images are skipped on a re-run (--overwrite redoes them) and one bad image never
+    stops the run. Exit codes: 0 all done, 1 some images failed, 2 usage error, 3 weights missing,
+    4 the single input is unusable, 5 a needed optional component is missing, 130/143 interrupted."""
+    setup_logging(verbose, quiet)
+    from ..export import SUFFIXES
+    from ..focal import parse_focal_options
+
+    if max_pixels is not None and max_pixels < 1:
+        raise InputError("--max-pixels must be a positive number of pixels")
+    if chunk < 1 or batch_size < 1:
+        raise InputError("--chunk and --batch-size must be at least 1")
+    suffix = out.suffix.lower()
+    to_folder = suffix == "" or out.is_dir()
+    if not to_folder and suffix not in SUFFIXES:
+        raise InputError(f"--out {out}: use a folder or a file ending in {', '.join(SUFFIXES)}")
+    if (det_config is None) != (det_checkpoint is None):
+        raise InputError("give both --det-config and --det-checkpoint, or neither")
+    opts = RunOptions(weights=weights, device=device, dtype=dtype, focal=parse_focal_options(focal, fov),
+                      batch_size=batch_size, max_pixels=max_pixels, render=render,
+                      detector=DetectorOptions(detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people))
+    if to_folder:
+        _predict_folder(images, out, keypoints=keypoints, opts=opts, chunk=chunk, overwrite=overwrite, quiet=quiet)
+    else:
+        _predict_file(images, out, keypoints=keypoints, opts=opts)
+
+
+def _load_pipeline(opts: RunOptions):
+    from ..pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(opts.weights, device=opts.device, dtype=opts.dtype)
+    if pipe.config.untrained:
+        err_console.print("[yellow]warning:[/] these weights are UNTRAINED (random init): meshes are meaningless")
+    return pipe
+
+
+def _make_detector(pipe, opts: RunOptions):
+    from ..detect.mmpose_detector import KeypointDetector, Thresholds
+    from ..weights.resolve import resolve_weights_dir
+
+    d = opts.detector
+    th = Thresholds(det_thr=d.det_thr, kpt_thr=d.kpt_thr, max_people=d.max_people)
+    dev = "cuda" if pipe.device.type == "cuda" else "cpu"
+    if d.det_config is not None:
+        return KeypointDetector.from_files(d.det_config, d.det_checkpoint, dev, thresholds=th)
+    return KeypointDetector.from_name(d.detector, resolve_weights_dir(opts.weights).path, dev, progress=True,
+                                      thresholds=th)
+
+
+def _make_renderer():
+    """The headless renderer of --render (pyrender is imported only here); RenderError if none works."""
+    from ..render import Renderer
+
+    return Renderer()
+
+
+# ---------------------------------------------------------------------------------------- one file
+
+def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts: RunOptions) -> None:
+    """One image -> one output file (and its .json beside a mesh)."""
+    from ..batch import DetectorKeypoints, write_renders
+    from ..export import save_result
+    from ..images import load_image
+    from ..keypoint_files import read_keypoints
+
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        err = ImageError if len(images) == 1 else InputError
+        raise err(f"image not found: {', '.join(missing)}")
+    if len(images) > 1:
+        raise InputError(f"--out {out} is a single file but {len(images)} images were given; pass a folder")
+    image = images[0]
+    kpset = read_keypoints(keypoints) if keypoints is not None else None
+    rgb = load_image(image, max_pixels=opts.max_pixels)
+    pipe = _load_pipeline(opts)
+    if kpset is not None:
+        people = kpset
+    else:
+        found = DetectorKeypoints(_make_detector(pipe, opts))([image], [rgb])[0]
+        for msg in found.dropped:
+            err_console.print(f"{image.name}: {msg}", highlight=False, markup=False)
+        people = found.persons
+    result = pipe(rgb, keypoints=people, focal=opts.focal, batch_size=opts.batch_size, sources=[str(image)])
+    res = result[0]
+    for idx, reason in res.skipped:
+        err_console.print(f"{image.name}: person {idx} skipped: {reason}", highlight=False, markup=False)
+    if not res.persons:
+        raise NoPersonError(f"{image}: no person could be reconstructed ({len(res.skipped)} skipped, see above)")
+    written = save_result(res, result.faces, out)
+    if opts.render:
+        with _make_renderer() as renderer:
+            write_renders(renderer, res, result.faces, rgb, out.with_name(f"{out.stem}_overlay.png"),
+                          out.with_name(f"{out.stem}_side.png"))
+    n = result.num_persons
+    console.print(f"{n} person{'s' if n != 1 else ''} from 1 image -> {written}", highlight=False, markup=False)
+
+
+# ---------------------------------------------------------------------------------------- folder runs
+
+def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, opts: RunOptions, chunk: int,
+                    overwrite: bool, quiet: bool) -> None:
+    """Folder run (see dpmesh_infer.batch): resumable, manifest, progress bar, summary, exit 0/1/4."""
+    from ..batch import BatchRunner, DetectorKeypoints, FileKeypoints, check_writable, plan_batch
+    from ..images import load_image
+    from ..keypoint_files import read_keypoints
+
+    single = len(images) == 1 and images[0].is_file()
+    if single:
+        load_image(images[0], max_pixels=opts.max_pixels)  # an unusable single input fails now (exit 4)
+    plan = plan_batch([str(p) for p in images], out, overwrite=overwrite, render=opts.render)
+    check_writable(out)
+    if plan.non_images:
+        shown = plan.non_images[:20]
+        err_console.print(f"skipping {len(plan.non_images)} non-image file(s): "
+                          + ", ".join(str(p) for p in shown) + (" ..." if len(plan.non_images) > 20 else ""),
+                          highlight=False, markup=False)
+    kp_source = pipe = None
+    if plan.todo:
+        kpset = read_keypoints(keypoints) if keypoints is not None else None
+        pipe = _load_pipeline(opts)
+        kp_source = FileKeypoints(kpset) if kpset is not None else DetectorKeypoints(_make_detector(pipe, opts))
+    total = len(plan.todo) + len(plan.finished)
+    renderer = _make_renderer() if opts.render and plan.todo else None  # once per run, before any image
+    try:
+        with _BatchProgress(total, quiet) as progress:
+            runner = BatchRunner(pipe, kp_source, chunk=chunk, batch_size=opts.batch_size, focal=opts.focal,
+                                 on_record=progress.update, renderer=renderer, max_pixels=opts.max_pixels)
+            summary = runner.run(plan)
+    finally:
+        if renderer is not None:
+            renderer.close()
+    for rec in summary.failed if not single else []:
+        err_console.print(f"failed: {rec.image.name}: {rec.error}", highlight=False, markup=False)
+    if not quiet:
+        console.print(_summary_table(summary, out))
+    if summary.interrupted:
+        err_console.print("interrupted: finished images are kept; run the same command again to resume")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if single and summary.failed:
+        raise ImageError(f"{images[0]}: {summary.failed[0].error}")
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+class _BatchProgress:
+    """Rich progress bar for folder runs (images/s, persons/s over images computed in this run)."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet = total, quiet
+        self.computed = self.persons = 0
+        self._progress = None
+
+    def __enter__(self):
+        import time
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._t0 = time.perf_counter()
+        if not self.quiet:
+            self._progress = Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                                      console=err_console, transient=False)
+            self._progress.__enter__()
+            self._task = self._progress.add_task("predict", total=self.total, rate="")
+        return self
+
+    def update(self, rec) -> None:
+        import time
+
+        if rec.status != "skipped":
+            self.computed += 1
+            self.persons += rec.persons
+        if self._progress is not None:
+            dt = max(time.perf_counter() - self._t0, 1e-9)
+            rate = f"{self.computed / dt:.2f} images/s  {self.persons / dt:.2f} persons/s"
+            self._progress.update(self._task, advance=1, rate=rate)
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+        return False
+
+
+def _summary_table(summary, out: Path):
+    from rich.table import Table
+
+    computed = summary.count("done") + summary.count("failed")
+    dt = max(summary.seconds, 1e-9)
+    table = Table(title=f"dpmesh predict -> {out}", show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    rows = [("done", summary.count("done")), ("skipped (finished before)", summary.count("skipped")),
+            ("failed", summary.count("failed")), ("non-image files ignored", len(summary.non_images)),
+            ("persons (this run)", summary.new_persons), ("seconds", f"{summary.seconds:.1f}"),
+            ("images/s", f"{computed / dt:.2f}"), ("persons/s", f"{summary.new_persons / dt:.2f}")]
+    for k, v in rows:
+        table.add_row(k, str(v))
+    return table

@@ -1,0 +1,104 @@
+"""The one atomic writer (atomic.py) and the one weights-layout manifest (weights/layout.py)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from dpmesh_infer import atomic
+from dpmesh_infer.errors import InputError, WeightsError
+from dpmesh_infer.weights import layout
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_files_get_the_umask_permissions_and_replace_atomically(tmp_path):
+    p = atomic.write_text(tmp_path / "sub" / "a.txt", "one")
+    assert p.read_text() == "one" and _mode(p) == 0o666 & ~atomic.umask()
+    atomic.write_bytes(p, b"two", fsync=False)
+    assert p.read_bytes() == b"two"
+    with pytest.raises(ZeroDivisionError):
+        atomic.write_with(p, lambda f: (f.write(b"partial"), 1 / 0))
+    assert p.read_bytes() == b"two"  # untouched
+    assert sorted(x.name for x in p.parent.iterdir()) == ["a.txt"]  # no temporary file left
+
+
+def _modes_under_umask(mask: int, folder) -> list[str]:
+    """(file mode, staging-folder mode) written by a fresh process whose umask is ``mask``."""
+    import subprocess
+    import sys
+
+    code = (f"import os, stat; os.umask({mask}); from dpmesh_infer import atomic; "
+            f"p = atomic.write_text({str(folder / 'file')!r}, 'x'); d = atomic.staging_dir({str(folder / 'dir')!r}); "
+            "print(oct(stat.S_IMODE(os.stat(p).st_mode)), oct(stat.S_IMODE(os.stat(d).st_mode)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, ["0o644", "0o755"]), (0o077, ["0o600", "0o700"]),
+                                            (0o002, ["0o664", "0o775"])])
+def test_umask_is_respected(tmp_path, mask, expected):
+    assert _modes_under_umask(mask, tmp_path) == expected
+
+
+def test_streaming_file_commit_and_discard(tmp_path):
+    f = atomic.AtomicFile(tmp_path / "lines.jsonl", "w")
+    f.file.write("a\n")
+    assert not (tmp_path / "lines.jsonl").exists()
+    f.commit()
+    assert (tmp_path / "lines.jsonl").read_text() == "a\n"
+    g = atomic.AtomicFile(tmp_path / "lines.jsonl", "w")
+    g.file.write("b\n")
+    g.discard()
+    assert (tmp_path / "lines.jsonl").read_text() == "a\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["lines.jsonl"]
+
+
+def test_replace_dir_swaps_complete_folders(tmp_path):
+    final = tmp_path / "out"
+    s1 = atomic.staging_dir(final)
+    (s1 / "v").write_text("1")
+    atomic.replace_dir(s1, final)
+    s2 = atomic.staging_dir(final)
+    (s2 / "v").write_text("2")
+    atomic.replace_dir(s2, final)
+    assert (final / "v").read_text() == "2"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["out"]
+
+
+def test_layout_lists_every_file_and_its_fix(tmp_path):
+    files = layout.required_files()
+    assert files[0] == "pipeline.json" and files[-1] == "smpl/SMPL_NEUTRAL.npz"
+    assert len(files) == 1 + 2 * len(layout.COMPONENTS) + 1
+    assert "unet_lora/adapter_model.safetensors" in files and "vae/diffusion_pytorch_model.safetensors" in files
+    assert layout.missing_files(tmp_path) == files
+    assert layout.fix_command("smpl/SMPL_NEUTRAL.npz", tmp_path) == layout.FIX_SMPL.format(dir=tmp_path)
+    assert layout.fix_command("unet/config.json", tmp_path) == layout.FIX_CONVERT.format(dir=tmp_path)
+    msg = layout.missing_message(tmp_path, "--weights", ["unet/config.json", "smpl/SMPL_NEUTRAL.npz"], ["here"])
+    assert msg.count("convert-official") == 1 and msg.count("import-smpl") == 1 and "looked in: here" in msg
+
+
+def test_write_weights_dir_is_checked_and_atomic(tiny_weights, tmp_path):
+    import shutil
+
+    def copy_all(dst):
+        shutil.copytree(tiny_weights, dst, dirs_exist_ok=True)
+
+    out = layout.write_weights_dir(tmp_path / "w", copy_all)
+    assert layout.missing_files(out) == []
+
+    def incomplete(dst):
+        copy_all(dst)
+        (dst / "regressor" / "model.safetensors").unlink()
+
+    with pytest.raises(WeightsError, match="left out regressor/model.safetensors"):
+        layout.write_weights_dir(out, incomplete)
+    assert layout.missing_files(out) == []  # the old, complete directory is still there
+    with pytest.raises(InputError, match="not empty"):
+        layout.write_weights_dir(out, copy_all, overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]  # no staging folders left
