@@ -186,3 +186,46 @@ def replace_dir(staging: str | os.PathLike, final: str | os.PathLike) -> Path:
     fsync_dir(final.parent)
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def check_writable_dir(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and prove a file can be written there; an :class:`InputError` (exit 2)
+    naming the folder and the reason otherwise (a file in the way, read-only filesystem, permissions)."""
+    from .errors import InputError
+
+    folder = Path(folder)
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(20, "exists and is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".dpmesh-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"cannot write to the output folder {folder}: {e.strerror or e}") from None
+    return folder
+
+
+def check_writable_file(path: str | os.PathLike) -> Path:
+    """Prove the output file ``path`` can be created (its folder can be created and written, and the path
+    is not a folder); :class:`InputError` (exit 2) otherwise. Nothing is left behind."""
+    from .errors import InputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"cannot write the output file {path}: it is a folder")
+    parent = path.parent
+    existing = next(p for p in [parent, *parent.parents] if p.exists())  # the nearest existing ancestor
+    if not existing.is_dir():
+        raise InputError(f"cannot write the output file {path}: {existing} is a file, not a folder")
+    try:
+        check_writable_dir(parent)
+    except InputError as e:
+        raise InputError(f"cannot write the output file {path}: {str(e).split(': ', 1)[-1]}") from None
+    created = [p for p in [parent, *parent.parents] if existing in p.parents]
+    for p in created:  # leave no trace of the probe: remove the folders it created, innermost first
+        try:
+            p.rmdir()
+        except OSError:
+            break
+    return path

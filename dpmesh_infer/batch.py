@@ -24,9 +24,11 @@ no keypoints, no person, a failed write) is recorded as ``failed`` and the run g
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,8 +38,10 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from .atomic import check_writable_dir
 from .errors import DpmeshError, InputError
-from .inputs import InputImage, scan_inputs
+from .inputs import InputImage, refuse_overwriting_inputs, scan_inputs
+from .locks import RunLock
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +67,7 @@ class ImageRecord:
     dropped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     focal_source: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -76,6 +81,7 @@ class ImageRecord:
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
             "error": self.error,
             "focal_source": self.focal_source,
+            "warnings": self.warnings,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
@@ -86,8 +92,10 @@ class BatchSummary:
 
     records: list[ImageRecord] = field(default_factory=list)
     non_images: list[Path] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0
-    interrupted: bool = False
+    #: None, or the interrupt that stopped the run (KeyboardInterrupt for Ctrl-C, errors.Terminated for SIGTERM)
+    interrupted: BaseException | None = None
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.records)
@@ -104,12 +112,16 @@ class BatchSummary:
 
 @dataclass
 class BatchPlan:
-    """The images to compute (``todo``), those finished earlier (``finished``), and non-image files."""
+    """The images to compute (``todo``), those finished earlier (``finished``), non-image files, and
+    entries named like images that are not regular files (``ignored``, with the reason)."""
 
     out_dir: Path
     todo: list[InputImage]
     finished: list[tuple[InputImage, int]]
     non_images: list[Path]
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+    overwrite: bool = False
+    require: tuple[str, ...] = ()
 
 
 def output_folder(out_dir: Path, image: InputImage) -> Path:
@@ -121,20 +133,38 @@ def finished_persons(folder: Path, require: Sequence[str] = ()) -> int | None:
     it is not finished."""
     try:
         n = len(json.loads((folder / DONE_FILE).read_text())["persons"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
     return n if all((folder / name).is_file() for name in require) else None
 
 
 def check_writable(out_dir: Path) -> None:
     """Create ``out_dir`` and prove a file can be written there (InputError, exit 2, otherwise)."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".dpmesh-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(f"cannot write to the output folder {out_dir}: {e.strerror or e}") from e
+    check_writable_dir(out_dir)
+
+
+#: Files a folder run writes into each image's folder (``person_NN.obj`` besides).
+OUTPUT_FILES = ("params.npz", "scene.glb", DONE_FILE) + RENDER_FILES
+
+
+def check_plan_outputs(plan: BatchPlan, *, keypoints: Path | None = None, weights: Path | None = None) -> None:
+    """Refuse the run when it would write over (or delete) one of its inputs: an input image or the
+    keypoint file at a path the run writes, or the output folder inside the weights directory.
+
+    Raises:
+        OutputConflictError (exit 2) naming both.
+    """
+    files = [plan.out_dir / MANIFEST_NAME]
+    for im in plan.todo:
+        folder = output_folder(plan.out_dir, im)
+        files += [folder / name for name in OUTPUT_FILES]
+    images = [("input image", im.path) for im in plan.todo + [im for im, _ in plan.finished]]
+    in_folders = {output_folder(plan.out_dir, im).resolve() for im in plan.todo}
+    for what, path in images + ([("keypoint file", keypoints)] if keypoints is not None else []):
+        if Path(path).resolve().parent in in_folders and re.fullmatch(r"person_\d+\.obj", Path(path).name):
+            files.append(Path(path))  # redoing a folder deletes its old person meshes
+    refuse_overwriting_inputs(inputs=images + ([("keypoint file", keypoints)] if keypoints is not None else []),
+                              files=files, protected=[("weights directory", weights)] if weights else [])
 
 
 def plan_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, overwrite: bool = False,
@@ -147,6 +177,7 @@ def plan_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
     """
     out_dir = Path(out_dir)
     scanned = scan_inputs(inputs, exclude=[out_dir])
+    require = RENDER_FILES if render else ()
     by_rel: dict[str, InputImage] = {}
     for im in scanned.images:
         other = by_rel.get(im.rel)
@@ -156,12 +187,36 @@ def plan_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
         by_rel[im.rel] = im
     todo, finished = [], []
     for im in scanned.images:
-        n = None if overwrite else finished_persons(output_folder(out_dir, im), RENDER_FILES if render else ())
+        n = None if overwrite else finished_persons(output_folder(out_dir, im), require)
         if n is None:
             todo.append(im)
         else:
             finished.append((im, n))
-    return BatchPlan(out_dir=out_dir, todo=todo, finished=finished, non_images=scanned.non_images)
+    return BatchPlan(out_dir=out_dir, todo=todo, finished=finished, non_images=scanned.non_images,
+                     ignored=scanned.ignored, overwrite=overwrite, require=require)
+
+
+def _recheck(plan: BatchPlan) -> BatchPlan:
+    """``plan`` with the images finished since it was made (by a run that held the lock then) moved to
+    ``finished``: a finished image is never redone or made to look unfinished without --overwrite."""
+    if plan.overwrite:
+        return plan
+    todo, finished = [], list(plan.finished)
+    for im in plan.todo:
+        n = finished_persons(output_folder(plan.out_dir, im), plan.require)
+        (todo.append(im) if n is None else finished.append((im, n)))
+    return dataclasses.replace(plan, todo=todo, finished=finished)
+
+
+def _end_with_newline(path: Path) -> None:
+    """Append a newline to ``path`` if its last line is incomplete (a run killed while appending)."""
+    try:
+        with open(path, "rb+") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
+                f.write(b"\n")
+    except FileNotFoundError:
+        pass
 
 
 # ------------------------------------------------------------------------------------------ keypoints
@@ -173,6 +228,7 @@ class ImageKeypoints:
     persons: list | None
     error: str | None = None
     dropped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class KeypointSource(Protocol):
@@ -196,7 +252,7 @@ class FileKeypoints:
             if persons is None:
                 out.append(ImageKeypoints(None, f"{self.kpset.source} has no keypoints for {im.name}"))
             else:
-                out.append(ImageKeypoints(list(persons)))
+                out.append(ImageKeypoints(list(persons), warnings=self.kpset.warnings_for(im.name)))
         return out
 
 
@@ -232,7 +288,8 @@ def write_image_outputs(result, faces: np.ndarray, folder: Path, *, image: np.nd
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DONE_FILE).unlink(missing_ok=True)  # redoing: the folder is unfinished until the end
-    for old in [*folder.glob("person_*.obj"), *(folder / name for name in RENDER_FILES)]:
+    # old meshes, renders, and temporary files left by a run that was killed while writing here
+    for old in [*folder.glob("person_*.obj"), *(folder / name for name in RENDER_FILES), *folder.glob(".*.tmp")]:
         old.unlink(missing_ok=True)
     if renderer is not None:
         write_renders(renderer, result, faces, image, folder / RENDER_FILES[0], folder / RENDER_FILES[1])
@@ -272,12 +329,21 @@ class BatchRunner:
         self.renderer = renderer  # a dpmesh_infer.render.Renderer: also write overlay.png / side.png
         self.max_pixels = max_pixels
 
-    def run(self, plan: BatchPlan) -> BatchSummary:
-        """Process every image of ``plan``; Ctrl-C stops after the finished chunks are written
-        (``summary.interrupted``)."""
+    def run(self, plan: BatchPlan, *, force_unlock: bool = False) -> BatchSummary:
+        """Process every image of ``plan`` under the output folder's lock (:mod:`dpmesh_infer.locks`);
+        Ctrl-C or SIGTERM stops after the finished chunks are written (``summary.interrupted``).
+
+        Raises:
+            OutputConflictError: another run is writing into the same output folder.
+        """
         check_writable(plan.out_dir)
-        summary = BatchSummary(non_images=list(plan.non_images))
+        with RunLock(plan.out_dir, force=force_unlock):
+            return self._run_locked(_recheck(plan))
+
+    def _run_locked(self, plan: BatchPlan) -> BatchSummary:
+        summary = BatchSummary(non_images=list(plan.non_images), ignored=list(plan.ignored))
         t0 = time.perf_counter()
+        _end_with_newline(plan.out_dir / MANIFEST_NAME)  # a line cut by a kill stays on its own line
         with open(plan.out_dir / MANIFEST_NAME, "a", encoding="utf-8") as manifest, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpmesh-write") as writer:
 
@@ -288,6 +354,9 @@ class BatchRunner:
                 if self.on_record is not None:
                     self.on_record(rec)
 
+            for path, reason in plan.ignored:
+                manifest.write(json.dumps({"image": str(path), "path": str(path), "status": "ignored",
+                                           "error": f"{path} {reason}"}) + "\n")
             for im, n in plan.finished:
                 record(ImageRecord(im, "skipped", output_folder(plan.out_dir, im), persons=n))
             pending: list[Future] = []
@@ -300,8 +369,8 @@ class BatchRunner:
                     pending = [writer.submit(self._write, computed, failed, record)]
                 for f in pending:
                     f.result()
-            except KeyboardInterrupt:
-                summary.interrupted = True
+            except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Terminated)
+                summary.interrupted = e
                 for f in pending:  # finished work is kept
                     f.result()
         summary.seconds = time.perf_counter() - t0
@@ -336,6 +405,7 @@ class BatchRunner:
         for (rec, arr), kp in zip(loaded, kps):
             rec.seconds["keypoints"] = share
             rec.dropped = kp.dropped
+            rec.warnings += kp.warnings
             if kp.persons is None:
                 rec.status, rec.error = "failed", kp.error
                 failed.append(rec)

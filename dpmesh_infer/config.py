@@ -9,13 +9,43 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, DpmeshError
 
 T = TypeVar("T", bound="ConfigBase")
+
+
+def read_json(path: str | Path, *, error: type[DpmeshError] = ConfigError, what: str = "JSON file",
+              hint: str = "") -> Any:
+    """Parse a user's JSON file. A UTF-8 byte-order mark is accepted; every failure (missing, not a regular
+    file, unreadable, not UTF-8, invalid JSON, nested too deeply) is an ``error`` naming the file (``hint``,
+    e.g. the expected format, is appended when the content is not valid JSON).
+    """
+    from .inputs import path_problem
+
+    path = Path(path)
+    problem = path_problem(path)
+    if problem is not None:
+        raise error(f"{what} {path} {problem}")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+                    + (f"; {hint}" if hint else "")) from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply (over {sys.getrecursionlimit()} levels) for a {what}") from None
 
 
 def _to_jsonable(value: Any) -> Any:
@@ -103,21 +133,20 @@ class ConfigBase:
                 missing.append(name)
         if missing:
             raise ConfigError(f"{where}: missing required keys {missing}")
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ConfigError as e:  # a value check in __post_init__: say where the value came from
+            raise ConfigError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def save_json(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+        from .atomic import write_text
+
+        write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load_json(cls: type[T], path: str | Path) -> T:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"cannot read config {path}: {e}") from e
-        return cls.from_dict(data, _where=str(path))
+        """Read ``path`` (a ConfigError names the file for every problem, including invalid values)."""
+        return cls.from_dict(read_json(path, what=f"{cls.__name__} config"), _where=str(path))

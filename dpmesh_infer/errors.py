@@ -125,3 +125,8 @@ class CompiledOpUnavailable(DependencyError, RuntimeError):
 
 class RenderError(DependencyError):
     """No headless OpenGL backend could be started, or a render failed."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C (the CLI's handler raises it) so every cleanup path that keeps
+    finished work runs; the command then exits with :data:`EXIT_TERMINATED` (143)."""

@@ -501,7 +501,9 @@ def evaluate_command(weights: Path | None, data: Path, *, out: Path | None = Non
 
     Returns (report, path of the written JSON).
     """
+    from .atomic import check_writable_file
     from .data.format import open_dataset
+    from .inputs import refuse_overwriting_inputs
     from .weights.resolve import resolve_weights_dir
 
     if inputs not in INPUT_MODES:
@@ -511,6 +513,10 @@ def evaluate_command(weights: Path | None, data: Path, *, out: Path | None = Non
     dataset = open_dataset(data)
     split_list = _check_splits(dataset, splits)
     out_path = _out_path(out, dataset.name)
+    dataset_files = [("dataset description", dataset.root / "dataset.json")]
+    dataset_files += [("annotation file", dataset.root / "annotations" / f"{sp}.jsonl") for sp in split_list]
+    refuse_overwriting_inputs(inputs=dataset_files, files=[out_path])
+    check_writable_file(out_path)  # before minutes of computation
     loc = resolve_weights_dir(weights)
     regressor, reg_source, reg_sha = load_h36m_regressor(h36m_regressor, loc.path)
     given = {g: p for g, p in (("male", smpl_male), ("female", smpl_female)) if p is not None}

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-from .errors import InputError
+from .errors import InputError, OutputConflictError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -33,10 +34,38 @@ class InputImage:
 
 @dataclass
 class ScannedInputs:
-    """Images found, and files inside input folders that are not images (skipped, listed to the user)."""
+    """Images found; files inside input folders that are not images (skipped, listed to the user); and
+    entries named like images that are not regular files (directories, FIFOs, broken symbolic links),
+    with the reason (``ignored``, listed in the summary and the manifest)."""
 
     images: list[InputImage] = field(default_factory=list)
     non_images: list[Path] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def path_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a readable regular file ("does not exist", "is a directory", "is a FIFO (named
+    pipe)", "is a broken symbolic link", ...), or None when it is one. Never opens the path (a FIFO would
+    block)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        return "is a broken symbolic link" if p.is_symlink() else "not found"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe), not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a regular file"
+    return "is not a regular file"
 
 
 def _glob_base(pattern: str) -> Path:
@@ -60,13 +89,19 @@ def _is_under(path: Path, folders: Sequence[Path]) -> bool:
     return any(rp == f or f in rp.parents for f in folders)
 
 
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
 def scan_inputs(inputs: Sequence[str | os.PathLike], *, exclude: Sequence[str | os.PathLike] = ()) -> ScannedInputs:
     """Expand files, folders (recursive) and globs into images; duplicates are removed, order kept.
 
-    Files under any ``exclude`` folder are ignored (e.g. an output folder inside the input folder).
+    ``exclude``: output folders. One that lies inside an input folder is not searched (a re-run does not
+    take its own results as inputs); one that *is* an input folder is an error.
 
     Raises:
-        InputError: an input does not exist, a folder holds no image, or a glob matches nothing.
+        InputError: an input does not exist or is not a regular file, a folder holds no image, a glob
+            matches nothing, or an input folder is an excluded (output) folder.
     """
     excluded = [Path(e).resolve() for e in exclude]
     scanned = ScannedInputs()
@@ -78,12 +113,32 @@ def scan_inputs(inputs: Sequence[str | os.PathLike], *, exclude: Sequence[str | 
             seen.add(key)
             scanned.images.append(InputImage(path, name, _strip_suffix(rel)))
 
+    def sort_entry(q: Path, problem: str | None) -> bool:
+        """True for a regular image file; other entries are listed as non-images or ignored."""
+        if problem is None:
+            if _is_image_name(q):
+                return True
+            scanned.non_images.append(q)
+        elif _is_image_name(q):
+            scanned.ignored.append((q, problem))
+        elif not q.is_dir():
+            scanned.non_images.append(q)
+        return False
+
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted(q for q in p.rglob("*") if q.is_file() and not _is_under(q, excluded))
-            found = [q for q in files if q.suffix.lower() in IMAGE_EXTENSIONS]
-            scanned.non_images.extend(q for q in files if q.suffix.lower() not in IMAGE_EXTENSIONS)
+            rp = p.resolve()
+            if rp in excluded:
+                raise InputError(f"the output folder {p} is also an input folder; write the results to another "
+                                 "folder (e.g. --out results/)")
+            inside = [e for e in excluded if rp in e.parents]  # output folders below this input folder
+            found = []
+            for q in sorted(p.rglob("*")):
+                if inside and _is_under(q, inside):
+                    continue
+                if sort_entry(q, path_problem(q)):
+                    found.append(q)
             if not found:
                 raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {p}")
             for q in found:
@@ -92,19 +147,66 @@ def scan_inputs(inputs: Sequence[str | os.PathLike], *, exclude: Sequence[str | 
         elif p.is_file():
             add(p, p.as_posix(), p.name)
         elif glob.has_magic(str(item)):
-            matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True) if Path(m).is_file())
-            if not matches:
-                raise InputError(f"no file matches {item}")
+            matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
+            files = [q for q in matches if sort_entry(q, path_problem(q))]
+            if not files:
+                raise InputError(f"no image file matches {item}")
             base = _glob_base(str(item))
-            for q in matches:
+            for q in files:
                 try:
                     rel = q.relative_to(base).as_posix()
                 except ValueError:
                     rel = q.name
                 add(q, q.as_posix(), rel)
         else:
-            raise InputError(f"input not found: {p}")
+            problem = path_problem(p)
+            raise InputError(f"input {p} {problem}" if problem != "not found" else f"input not found: {p}")
     return scanned
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def refuse_overwriting_inputs(*, inputs: Sequence[tuple[str, str | os.PathLike]] = (),
+                              files: Sequence[str | os.PathLike] = (),
+                              trees: Sequence[str | os.PathLike] = (),
+                              protected: Sequence[tuple[str, str | os.PathLike]] = ()) -> None:
+    """Refuse a run whose outputs would overwrite one of its own inputs, before any work is done.
+
+    Args:
+        inputs: (what, path) of every input file or folder (image, keypoint file, config, checkpoint, ...).
+        files: files the run writes.
+        trees: folders the run replaces as a whole or writes into recursively: an input inside one is a
+            conflict too.
+        protected: (what, folder) inputs nothing may be written into (e.g. the weights directory).
+
+    Raises:
+        OutputConflictError (exit 2) naming the output and the input.
+    """
+    for what, folder in protected:
+        folder = Path(folder).resolve()
+        for out in [*files, *trees]:
+            r = Path(out).resolve()
+            if r == folder or folder in r.parents or r in folder.parents:
+                raise OutputConflictError(f"the output {out} is inside (or contains) the {what} {folder}; choose an "
+                                          "output path outside it")
+    for what, src in inputs:
+        src = Path(src)
+        for f in files:
+            if _same_path(Path(f), src):
+                raise OutputConflictError(f"the output {f} is also the {what} {src} of this run; it would be "
+                                          "overwritten. Choose another output path.")
+        for t in trees:
+            t = Path(t)
+            if _same_path(t, src) or t.resolve() in src.resolve().parents:
+                raise OutputConflictError(f"the output folder {t} contains the {what} {src} of this run; writing "
+                                          "there could overwrite it. Choose another output folder.")
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:

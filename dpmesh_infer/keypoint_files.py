@@ -35,6 +35,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
+from .config import read_json
 from .errors import KeypointFileError
 from .geometry.joints import JOINT_FORMATS, to_j30
 
@@ -84,13 +85,34 @@ def person_boxes(persons: Sequence[KeypointPerson]) -> list[np.ndarray | None]:
     return [p.bbox for p in persons]
 
 
+_NO_ENTRY = object()  # KeypointSet._key: the path matches no entry
+
+
 class KeypointSet:
     """Persons per image. Keys: file name (str), COCO image id (int), or None for a single-image file."""
 
-    def __init__(self, per_image: dict[ImageKey, list[KeypointPerson]], source: str, file_format: str):
+    def __init__(self, per_image: dict[ImageKey, list[KeypointPerson]], source: str, file_format: str,
+                 image_warnings: dict[ImageKey, list[str]] | None = None):
         self.per_image = per_image
         self.source = source
         self.file_format = file_format  # "coco-results" | "coco-table" | "openpose" | "dpmesh-keypoints"
+        #: per image key, what the file did that the user should know (e.g. a file name listed twice)
+        self.image_warnings = dict(image_warnings or {})
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning of the file (also logged when it was read)."""
+        return [w for ws in self.image_warnings.values() for w in ws]
+
+    def warnings_for(self, image_path: str | Path, root: str | Path | None = None) -> list[str]:
+        """The warnings that concern the entry ``image_path`` matches (empty when none)."""
+        if not self.image_warnings:
+            return []
+        try:
+            key = self._key(image_path, root)
+        except KeypointFileError:
+            return []
+        return list(self.image_warnings.get(key, []))
 
     @property
     def single_image(self) -> bool:
@@ -108,8 +130,13 @@ class KeypointSet:
         relative path first), then by basename alone (ambiguous -> KeypointFileError), then a numeric
         file stem against integer image ids.
         """
+        key = self._key(image_path, root)
+        return None if key is _NO_ENTRY else self.per_image[key]
+
+    def _key(self, image_path: str | Path, root: str | Path | None = None):
+        """The key of ``per_image`` that ``image_path`` matches (rules of :meth:`lookup`), or _NO_ENTRY."""
         if self.single_image:
-            return self.per_image[None]
+            return None
         path = Path(image_path)
         if root is not None:
             try:
@@ -120,7 +147,7 @@ class KeypointSet:
         names = {PurePosixPath(k.replace("\\", "/")): k for k in self.per_image if isinstance(k, str)}
         suffix = [p for p in names if len(p.parts) <= len(rel.parts) and rel.parts[-len(p.parts):] == p.parts]
         if suffix:  # exact relative path, or the longest file name that ends the image path
-            return self.per_image[names[max(suffix, key=lambda p: len(p.parts))]]
+            return names[max(suffix, key=lambda p: len(p.parts))]
         same_base = [k for p, k in names.items() if p.name == rel.name]
         if len(same_base) > 1:
             raise KeypointFileError(
@@ -129,10 +156,10 @@ class KeypointSet:
                 "write paths relative to the image folder in the keypoint file"
             )
         if same_base:
-            return self.per_image[same_base[0]]
+            return same_base[0]
         if rel.stem.isdigit() and int(rel.stem) in self.per_image:
-            return self.per_image[int(rel.stem)]
-        return None
+            return int(rel.stem)
+        return _NO_ENTRY
 
 
 # --------------------------------------------------------------------------- parsing
@@ -235,17 +262,8 @@ def _group(entries: list, src: str, label: str, *, table: dict[int, str] | None 
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KeypointFileError(f"keypoint file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise KeypointFileError(f"cannot read keypoint file {path}: {e}") from e
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise KeypointFileError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
-                                f"{EXPECTED_FORMATS}") from e
+    """The parsed file (UTF-8 with or without BOM); any problem is a KeypointFileError naming the file."""
+    return read_json(path, error=KeypointFileError, what="keypoint file", hint=EXPECTED_FORMATS)
 
 
 def _openpose_people(data: dict, src: str) -> list[KeypointPerson]:
@@ -289,12 +307,23 @@ def _read_coco_table(data: dict, src: str) -> KeypointSet:
         raise _fail(src, f"a COCO-style file needs 'images' and 'annotations' (or 'results') lists; "
                          f"{EXPECTED_FORMATS}")
     table: dict[int, str] = {}
+    ids_by_name: dict[str, list[int]] = {}
     for i, im in enumerate(data["images"]):
         ok = isinstance(im, dict) and isinstance(im.get("file_name"), str)
         if not ok or isinstance(im.get("id"), bool) or not isinstance(im.get("id"), int):
             raise _fail(f"{src}: images[{i}]", "expected {\"id\": integer, \"file_name\": string}")
+        if im["id"] in table:
+            raise _fail(f"{src}: images[{i}]", f"image id {im['id']} is listed twice ({table[im['id']]!r} and "
+                                               f"{im['file_name']!r})")
         table[im["id"]] = im["file_name"]
-    return KeypointSet(_group(data[key], src, key, table=table, images=list(table.values())), src, "coco-table")
+        ids_by_name.setdefault(im["file_name"], []).append(im["id"])
+    warnings = {name: [f"{src} lists file_name {name!r} under {len(ids)} image ids ({', '.join(map(str, ids))}); "
+                       "their persons were merged into one image"]
+                for name, ids in ids_by_name.items() if len(ids) > 1}
+    for ws in warnings.values():
+        logger.warning("%s", ws[0])
+    per_image = _group(data[key], src, key, table=table, images=list(dict.fromkeys(table.values())))
+    return KeypointSet(per_image, src, "coco-table", image_warnings=warnings)
 
 
 def read_keypoints(path: str | Path) -> KeypointSet:

@@ -68,7 +68,9 @@ def test_folder_run_outputs_manifest_resume_overwrite(photos, tiny_weights, tmp_
     assert rows["a.png"]["persons"] == 2 and rows["a.png"]["error"] is None and "infer" in rows["a.png"]["seconds"]
     assert "cannot read image" in rows["sub/z_corrupt.jpg"]["error"]
 
-    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "manifest.jsonl"}
+    # every output file (the manifest is appended to and the run lock rewritten by each run)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*")
+              if p.is_file() and p.name not in ("manifest.jsonl", ".dpmesh.lock")}
     r = run("predict", root, "-k", kp, "-w", tiny_weights, "-o", out)  # resume: nothing redone
     assert r.exit_code == 1, r.output
     second = manifest(out)[4:]
@@ -149,7 +151,7 @@ def test_unwritable_output_and_usage_errors(photos, tiny_weights, tmp_path):
     r = run("predict", tmp_path / "nothing_here", "-k", kp, "-w", tiny_weights, "-o", tmp_path / "o")
     assert r.exit_code == 2 and "input not found" in r.output
     r = run("predict", f"{root}/*.gif", "-k", kp, "-w", tiny_weights, "-o", tmp_path / "o")
-    assert r.exit_code == 2 and "no file matches" in r.output
+    assert r.exit_code == 2 and "no image file matches" in r.output
     r = run("predict", root, "-k", kp, "-w", tmp_path / "no_weights", "-o", tmp_path / "o")
     assert r.exit_code == 3
 

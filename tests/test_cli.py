@@ -77,7 +77,7 @@ def test_exit_codes_and_messages(photo, tiny_weights, tmp_path):
     flat = " ".join(r.output.split())
     assert r.exit_code == 2 and "'keypoints' has 3 numbers, expected 51 (coco17: 17 joints" in flat, r.output
     r = run("predict", tmp_path / "nope.jpg", "-k", kp, "-w", tiny_weights, "-o", tmp_path / "x.npz")
-    assert r.exit_code == 4 and "not found" in r.output
+    assert r.exit_code == 2 and "not found" in r.output  # a missing input is a usage error (README)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image at all")
     r = run("predict", broken, "-k", kp, "-w", tiny_weights, "-o", tmp_path / "x.npz")

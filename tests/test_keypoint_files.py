@@ -195,7 +195,7 @@ def test_error_messages(tmp_path, content, message):
 
 
 def test_missing_file_and_openpose_reader_errors(tmp_path):
-    with pytest.raises(KeypointFileError, match=r"keypoint file .*nope.json does not exist"):
+    with pytest.raises(KeypointFileError, match=r"keypoint file .*nope.json not found"):
         read_keypoints(tmp_path / "nope.json")
     with pytest.raises(KeypointFileError, match=r"not an OpenPose file \(no 'people' list\)"):
         read_openpose_json(_write(tmp_path, [{"keypoints": GOOD}]))

@@ -17,7 +17,7 @@ PKG = Path(__file__).resolve().parents[1] / "dpmesh_infer"
 #: layer index of each top-level module or sub-package (the order of README "Development").
 LAYERS: dict[str, int] = {
     # 0 foundation
-    "config": 0, "errors": 0, "atomic": 0, "devices": 0, "images": 0, "inputs": 0,
+    "config": 0, "errors": 0, "atomic": 0, "devices": 0, "images": 0, "inputs": 0, "locks": 0,
     # 1 pure batched maths
     "geometry": 1,
     # 2 results: typed results, camera choice, keypoint files, files and pictures

@@ -6,31 +6,49 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
+import threading
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import EXIT_INTERRUPTED, DpmeshError
+from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, DpmeshError, Terminated
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    """143 for SIGTERM (:class:`~dpmesh_infer.errors.Terminated`), 130 for Ctrl-C."""
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
 def handle_errors(fn):
-    """Turn DpmeshError into its message and exit code; Ctrl-C into exit 130."""
+    """Turn DpmeshError into its message and exit code; Ctrl-C into exit 130 and SIGTERM into 143 (SIGTERM
+    is delivered as an interrupt while the command runs, so finished work is kept the same way)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return fn(*args, **kwargs)
         except DpmeshError as e:
             err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as e:
+            err_console.print("terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted")
+            raise typer.Exit(interrupt_exit_code(e)) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

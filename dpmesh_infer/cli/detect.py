@@ -45,8 +45,10 @@ def detect_cmd(
     """Detect COCO-17 keypoints of every person and write them to a JSON file."""
     from rich.markup import escape
 
+    from ..atomic import check_writable_file
     from ..detect.mmpose_detector import KeypointDetector, Thresholds
     from ..detect.run import run_detect
+    from ..inputs import refuse_overwriting_inputs, scan_inputs
 
     console = err_console
     dev = str(resolve_device(device))
@@ -55,6 +57,9 @@ def detect_cmd(
         raise InputError("give both --det-config and --det-checkpoint, or neither")
     if person_config is not None and det_config is None:
         raise InputError("--person-config/--person-checkpoint go with --det-config/--det-checkpoint")
+    scanned = scan_inputs(inputs)  # inputs and output checked before the detector is built
+    refuse_overwriting_inputs(inputs=[("input image", im.path) for im in scanned.images], files=[out])
+    check_writable_file(out)
     if det_config is not None:
         det = KeypointDetector.from_files(det_config, det_checkpoint, dev, person_config=person_config,
                                           person_checkpoint=person_checkpoint, thresholds=th,

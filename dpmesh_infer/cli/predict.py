@@ -13,12 +13,13 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import EXIT_INTERRUPTED, ImageError, InputError, NoPersonError
+from ..errors import ImageError, InputError, NoPersonError
 from .common import (
     console,
     device_option,
     err_console,
     handle_errors,
+    interrupt_exit_code,
     quiet_option,
     setup_logging,
     verbose_option,
@@ -95,6 +96,8 @@ def predict(
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse images with more pixels "
                                              "(decompression-bomb guard; default 100 million or "
                                              "$DPMESH_MAX_PIXELS)."),
+    force_unlock: bool = typer.Option(False, "--force-unlock", help="Folder runs on filesystems without flock: "
+                                      "remove a lock left by a run that is known to be gone (see README)."),
     verbose: int = verbose_option(),
 ):
     """Reconstruct every person of the INPUT images and write meshes and parameters.
@@ -121,9 +124,17 @@ def predict(
                       batch_size=batch_size, max_pixels=max_pixels, render=render,
                       detector=DetectorOptions(detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people))
     if to_folder:
-        _predict_folder(images, out, keypoints=keypoints, opts=opts, chunk=chunk, overwrite=overwrite, quiet=quiet)
+        _predict_folder(images, out, keypoints=keypoints, opts=opts, chunk=chunk, overwrite=overwrite, quiet=quiet,
+                        force_unlock=force_unlock)
     else:
         _predict_file(images, out, keypoints=keypoints, opts=opts)
+
+
+def _weights_candidate(opts: RunOptions) -> Path:
+    """The weights directory that would be used (for output checks; it need not exist yet)."""
+    from ..weights.resolve import resolve_weights_dir
+
+    return resolve_weights_dir(opts.weights, must_exist=False).path
 
 
 def _load_pipeline(opts: RunOptions):
@@ -157,21 +168,43 @@ def _make_renderer():
 
 # ---------------------------------------------------------------------------------------- one file
 
+def _single_file_outputs(out: Path, render: bool) -> list[Path]:
+    """Every file a single-image run writes: ``out``, the parameter JSON beside a mesh, the renders."""
+    from ..export import MESH_SUFFIXES
+
+    files = [out]
+    if out.suffix.lower() in MESH_SUFFIXES:
+        files.append(out.with_suffix(".json"))
+    if render:
+        files += [out.with_name(f"{out.stem}_overlay.png"), out.with_name(f"{out.stem}_side.png")]
+    return files
+
+
 def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts: RunOptions) -> None:
-    """One image -> one output file (and its .json beside a mesh)."""
+    """One image -> one output file (and its .json beside a mesh). Everything that can be checked is
+    checked before the weights are loaded: the input, the outputs (never an input, writable), the
+    keypoint file and its entry for the image, the image itself."""
+    from ..atomic import check_writable_file
     from ..batch import DetectorKeypoints, write_renders
     from ..export import save_result
     from ..images import load_image
+    from ..inputs import path_problem, refuse_overwriting_inputs
     from ..keypoint_files import read_keypoints
 
-    missing = [str(p) for p in images if not p.is_file()]
-    if missing:
-        err = ImageError if len(images) == 1 else InputError
-        raise err(f"image not found: {', '.join(missing)}")
     if len(images) > 1:
         raise InputError(f"--out {out} is a single file but {len(images)} images were given; pass a folder")
     image = images[0]
+    problem = path_problem(image)
+    if problem is not None:
+        raise InputError(f"input image {image} {problem}")
+    outputs = _single_file_outputs(out, opts.render)
+    inputs = [("input image", image)] + ([("keypoint file", keypoints)] if keypoints is not None else [])
+    refuse_overwriting_inputs(inputs=inputs, files=outputs, protected=[("weights directory", _weights_candidate(opts))])
+    for f in outputs:
+        check_writable_file(f)
     kpset = read_keypoints(keypoints) if keypoints is not None else None
+    if kpset is not None and kpset.lookup(str(image)) is None:
+        raise InputError(f"{kpset.source} has no keypoints for image {image}")
     rgb = load_image(image, max_pixels=opts.max_pixels)
     pipe = _load_pipeline(opts)
     if kpset is not None:
@@ -199,9 +232,9 @@ def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts
 # ---------------------------------------------------------------------------------------- folder runs
 
 def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, opts: RunOptions, chunk: int,
-                    overwrite: bool, quiet: bool) -> None:
-    """Folder run (see dpmesh_infer.batch): resumable, manifest, progress bar, summary, exit 0/1/4."""
-    from ..batch import BatchRunner, DetectorKeypoints, FileKeypoints, check_writable, plan_batch
+                    overwrite: bool, quiet: bool, force_unlock: bool = False) -> None:
+    """Folder run (see dpmesh_infer.batch): resumable, locked, manifest, progress bar, summary, exit 0/1/4."""
+    from ..batch import BatchRunner, DetectorKeypoints, FileKeypoints, check_plan_outputs, check_writable, plan_batch
     from ..images import load_image
     from ..keypoint_files import read_keypoints
 
@@ -210,14 +243,19 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, op
         load_image(images[0], max_pixels=opts.max_pixels)  # an unusable single input fails now (exit 4)
     plan = plan_batch([str(p) for p in images], out, overwrite=overwrite, render=opts.render)
     check_writable(out)
+    check_plan_outputs(plan, keypoints=keypoints, weights=_weights_candidate(opts))
     if plan.non_images:
         shown = plan.non_images[:20]
         err_console.print(f"skipping {len(plan.non_images)} non-image file(s): "
                           + ", ".join(str(p) for p in shown) + (" ..." if len(plan.non_images) > 20 else ""),
                           highlight=False, markup=False)
+    for path, reason in plan.ignored:
+        err_console.print(f"ignored: {path} {reason}", highlight=False, markup=False)
     kp_source = pipe = None
     if plan.todo:
         kpset = read_keypoints(keypoints) if keypoints is not None else None
+        for warning in kpset.warnings if kpset is not None else []:
+            err_console.print(f"warning: {warning}", highlight=False, markup=False)
         pipe = _load_pipeline(opts)
         kp_source = FileKeypoints(kpset) if kpset is not None else DetectorKeypoints(_make_detector(pipe, opts))
     total = len(plan.todo) + len(plan.finished)
@@ -226,7 +264,7 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, op
         with _BatchProgress(total, quiet) as progress:
             runner = BatchRunner(pipe, kp_source, chunk=chunk, batch_size=opts.batch_size, focal=opts.focal,
                                  on_record=progress.update, renderer=renderer, max_pixels=opts.max_pixels)
-            summary = runner.run(plan)
+            summary = runner.run(plan, force_unlock=force_unlock)
     finally:
         if renderer is not None:
             renderer.close()
@@ -234,9 +272,9 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, op
         err_console.print(f"failed: {rec.image.name}: {rec.error}", highlight=False, markup=False)
     if not quiet:
         console.print(_summary_table(summary, out))
-    if summary.interrupted:
+    if summary.interrupted is not None:
         err_console.print("interrupted: finished images are kept; run the same command again to resume")
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(interrupt_exit_code(summary.interrupted))
     if single and summary.failed:
         raise ImageError(f"{images[0]}: {summary.failed[0].error}")
     raise typer.Exit(1 if summary.failed else 0)
@@ -291,6 +329,7 @@ def _summary_table(summary, out: Path):
     table.add_column(justify="right")
     rows = [("done", summary.count("done")), ("skipped (finished before)", summary.count("skipped")),
             ("failed", summary.count("failed")), ("non-image files ignored", len(summary.non_images)),
+            ("entries named like images ignored", len(summary.ignored)),
             ("persons (this run)", summary.new_persons), ("seconds", f"{summary.seconds:.1f}"),
             ("images/s", f"{computed / dt:.2f}"), ("persons/s", f"{summary.new_persons / dt:.2f}")]
     for k, v in rows:

@@ -90,7 +90,8 @@ def convert_3dpw(
     """
     annotations = Path(annotations)
     split = infer_split(annotations, split)
-    out = prepare_out(out, overwrite)
+    out = prepare_out(out, overwrite, split=split, inputs=[("annotation file", annotations), ("--oc file", oc),
+                                                          ("--pc file", pc), ("--detections file", detections)])
     root = image_root_value(images)
     extra_tags = [t for t in tags]
     for t in extra_tags:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text, write_with
-from ..errors import DatasetError
+from ..errors import DatasetError, OutputConflictError
 
 __all__ = ["AMASS_SUMMARY_FORMAT", "AmassConversionResult", "convert_amass"]
 
@@ -89,6 +89,9 @@ def convert_amass(
     if (out / "summary.json").exists() and not overwrite:
         raise DatasetError(f"{out} already holds a converted pose set (summary.json); pass --overwrite to replace "
                            "it, or choose another --out")
+    if out.resolve() == src.resolve():
+        raise OutputConflictError(f"--out {out} is the AMASS folder itself; its .npz files would be overwritten. "
+                                  "Choose another output folder.")
     out_resolved = out.resolve()
     files = sorted(p for p in src.rglob("*.npz") if p.is_file() and not p.resolve().is_relative_to(out_resolved))
     if not files:

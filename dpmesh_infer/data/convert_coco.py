@@ -153,7 +153,8 @@ def _convert_coco_like(spec: _Spec, annotations, out, *, images, neuralannot, sp
     if min_keypoints < 0:
         raise DatasetError(f"min_keypoints must be >= 0, got {min_keypoints}")
     split = infer_split(annotations, split)
-    out = prepare_out(out, overwrite)
+    out = prepare_out(out, overwrite, split=split, inputs=[("annotation file", annotations),
+                                                          ("NeuralAnnot file", neuralannot)])
     root = image_root_value(images)
     coco = CocoFile(annotations, spec.what, keypoint_names=spec.file_names)
     na = NeuralAnnot(neuralannot, max_fit_err=max_fit_err) if neuralannot is not None else None

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import os
 import re
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -69,16 +69,9 @@ class ConversionResult:
 
 def read_json(path: str | os.PathLike, what: str):
     """Parse one JSON file; a missing or malformed file raises DatasetError naming it and ``what`` it is."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: {what} file not found")
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: {what} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: cannot read {what} ({e})") from None
+    from ..config import read_json as _read
+
+    return _read(path, error=DatasetError, what=f"{what} file")
 
 
 def numbers(value, shape: tuple[int, ...], where: str, name: str) -> np.ndarray:
@@ -244,11 +237,17 @@ def infer_split(path: str | os.PathLike, split: str | None) -> str:
     raise DatasetError(f"{path}: cannot tell the split from the file name; pass --split NAME")
 
 
-def prepare_out(out: str | os.PathLike, overwrite: bool) -> Path:
-    """The output directory; an existing dataset there is an error unless ``overwrite``."""
+def prepare_out(out: str | os.PathLike, overwrite: bool, *, split: str | None = None,
+                inputs: Sequence[tuple[str, str | os.PathLike | None]] = ()) -> Path:
+    """The output directory; an existing dataset there is an error unless ``overwrite``, and so is an
+    input (``inputs``: (what, path)) at a path the dataset writes (OutputConflictError, exit 2)."""
+    from ..inputs import refuse_overwriting_inputs
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out} exists and is not a directory")
+    written = [out / "dataset.json"] + ([out / "annotations" / f"{split}.jsonl"] if split else [])
+    refuse_overwriting_inputs(inputs=[(w, p) for w, p in inputs if p is not None], files=written)
     if (out / "dataset.json").exists() and not overwrite:
         raise DatasetError(f"{out} already holds a dataset (dataset.json); pass --overwrite to replace it, "
                            "or choose another --out")

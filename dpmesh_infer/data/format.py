@@ -54,6 +54,7 @@ from typing import Iterator
 import numpy as np
 
 from ..atomic import AtomicFile, write_text
+from ..config import read_json
 from ..errors import DatasetError
 from ..geometry.joints import J30_NAMES
 
@@ -316,10 +317,7 @@ class Dataset:
         if not meta_path.is_file():
             raise DatasetError(f"{self.root} is not a dpmesh dataset: {meta_path} is missing "
                                "(write one with `dpmesh data convert ...` or `dpmesh data synthetic`)")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DatasetError(f"{meta_path}: not valid JSON ({e})") from None
+        meta = read_json(meta_path, error=DatasetError, what="dataset description")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
             raise DatasetError(f"{meta_path}: 'format' must be {FORMAT_NAME!r}")
         if meta.get("format_version") != FORMAT_VERSION:
@@ -355,6 +353,8 @@ class Dataset:
                     d = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise DatasetError(f"{where}: not valid JSON ({e.msg})") from None
+                except RecursionError:
+                    raise DatasetError(f"{where}: JSON nested too deeply") from None
                 yield decode_image(d, where, split, index)
                 index += 1
 

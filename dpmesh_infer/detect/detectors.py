@@ -335,12 +335,13 @@ def read_state_dict(path: str | os.PathLike) -> dict:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
         with torch.serialization.safe_globals([(_Inert, n) for n in names]):
             ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # zip/pickle errors of many kinds
+    except Exception as e:  # zip/pickle errors of many kinds; torch's text is not passed on (see below)
+        # torch's message may suggest weights_only=False: never advise that for a file read from disk
         raise DetectorWeightsError(
-            f"cannot read checkpoint {path} with weights_only=True ({type(e).__name__}: {e}).\n"
-            "  If you trust the file, convert it yourself: python -c \"import torch; c = torch.load('IN', "
-            "weights_only=False); torch.save({'state_dict': c.get('state_dict', c)}, 'OUT')\""
-        ) from e
+            f"cannot read the detector checkpoint {path} as plain tensors ({type(e).__name__}): it is truncated, "
+            "corrupt, or not an OpenMMLab checkpoint. Delete it and fetch it again (dpmesh weights fetch), or "
+            "pass a checkpoint that torch.load(weights_only=True) reads."
+        ) from None
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DetectorWeightsError(f"{path} holds no state dict of tensors (top-level keys: "

@@ -26,7 +26,6 @@ dtype policy: fp32 on CPU. On CUDA the caller runs the backbone under
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigBase
+from ..config import ConfigBase, read_json
 from ..errors import ConfigError, InputError, WeightsError
 from .attention import CAPTURED_ATTN2, CaptureStore, install_capture, maps_to_grid
 from .io import (
@@ -510,10 +509,7 @@ class _Spec(nn.Module):
 
 
 def _read_diffusers_config(path: Path, class_name: str) -> dict[str, Any]:
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsError(f"cannot read diffusers config {path}: {e}") from e
+    cfg = read_json(path, error=WeightsError, what="diffusers config")
     if not isinstance(cfg, dict):
         raise WeightsError(f"diffusers config {path} is not a JSON object")
     if cfg.get("_class_name", class_name) != class_name:

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -34,8 +35,10 @@ from typing import Callable
 
 import torch
 
-from ..atomic import replace_dir, write_text, write_with
+from ..atomic import replace_dir, write_text
 from ..errors import InputError
+from ..locks import RunLock
+from .checkpoints import load_torch, newest_intact_folder, save_torch, write_manifest
 from .config import TrainConfig
 from .runlog import append_log, truncate_log
 
@@ -65,14 +68,14 @@ class TrainResult:
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The checkpoint folder ``checkpoints/latest`` points to, or None."""
-    pointer = Path(out_dir) / CKPT_DIR / LATEST
-    if not pointer.is_file():
-        return None
-    path = Path(out_dir) / CKPT_DIR / pointer.read_text(encoding="utf-8").strip()
-    if not (path / "state.pt").is_file():
-        raise InputError(f"{pointer} names {path}, which has no state.pt; the run directory was altered")
-    return path
+    """The checkpoint folder to resume from: the one ``checkpoints/latest`` names when it is intact (every
+    file matches its manifest), else the newest intact one (with a warning naming the broken ones); None
+    when the run has no checkpoint.
+
+    Raises:
+        CheckpointError: checkpoints exist but none is intact.
+    """
+    return newest_intact_folder(Path(out_dir) / CKPT_DIR, pointer=LATEST, required=("state.pt",))
 
 
 class _Window:
@@ -124,7 +127,22 @@ def _stage_export_name(config: TrainConfig, i: int) -> str:
     return names[i] if names.count(names[i]) == 1 else f"{names[i]}{names[:i + 1].count(names[i])}"
 
 
-def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, device: str = "auto",
+def train_dpmesh(config: TrainConfig, out_dir: str | Path, **kwargs) -> TrainResult:
+    """Train DPMesh as ``config`` says and export every stage into ``out_dir`` (arguments of
+    :func:`_train_dpmesh`), holding the run directory's lock (:mod:`dpmesh_infer.locks`; the global rank-0
+    process of a multi-process run takes it), so two runs never write into one directory.
+
+    Raises:
+        OutputConflictError: another run is using ``out_dir``.
+    """
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return _train_dpmesh(config, out_dir, **kwargs)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with RunLock(out_dir):
+        return _train_dpmesh(config, out_dir, **kwargs)
+
+
+def _train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, device: str = "auto",
                  progress: Callable[[dict], None] | None = None,
                  on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train DPMesh as ``config`` says and export every stage into ``out_dir``.
@@ -199,7 +217,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
     counters = {"stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0}
     state = None
     if ckpt is not None:
-        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+        state = load_torch(ckpt / "state.pt")
         if state.get("version") != CHECKPOINT_VERSION or state.get("world") != world:
             raise InputError(f"{ckpt} was written by {state.get('world')} process(es) (version "
                              f"{state.get('version')}); resume with the same number of processes")
@@ -239,7 +257,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
             if accelerator.scaler is not None and state.get("scaler"):
                 accelerator.scaler.load_state_dict(state["scaler"])
             window, epoch_win = _Window(state["window"]), _Window(state["epoch_window"])
-            rng = torch.load(ckpt / f"rng-rank{rank}.pt", map_location="cpu", weights_only=True)
+            rng = load_torch(ckpt / f"rng-rank{rank}.pt")
             torch.set_rng_state(rng["cpu"])
             if rng.get("cuda") is not None and accelerator.device.type == "cuda":
                 torch.cuda.set_rng_state(rng["cuda"], accelerator.device)
@@ -256,7 +274,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
             accelerator.wait_for_everyone()
             rng = {"cpu": torch.get_rng_state(),
                    "cuda": torch.cuda.get_rng_state(accelerator.device) if accelerator.device.type == "cuda" else None}
-            write_with(tmp / f"rng-rank{rank}.pt", lambda f: torch.save(rng, f))
+            save_torch(rng, tmp / f"rng-rank{rank}.pt")
             accelerator.wait_for_everyone()
             if main:
                 payload = {"version": CHECKPOINT_VERSION, "world": world, "counters": dict(counters),
@@ -264,7 +282,8 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fal
                            "optimizer": optimizer.state_dict(),
                            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
                            "window": window.state(), "epoch_window": epoch_win.state()}
-                write_with(tmp / "state.pt", lambda f: torch.save(payload, f))
+                save_torch(payload, tmp / "state.pt")
+                write_manifest(tmp)  # checksums of every rank's files: resume verifies them
                 replace_dir(tmp, final)
                 write_text(out / CKPT_DIR / LATEST, name + "\n")
                 kept = sorted((p for p in (out / CKPT_DIR).iterdir() if p.is_dir() and p.name.startswith("step-")

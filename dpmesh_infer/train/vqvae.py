@@ -43,11 +43,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..atomic import write_with
 from ..devices import resolve_device
-from ..errors import ConfigError, InputError
+from ..errors import CheckpointError, ConfigError, InputError
 from ..geometry.rotations import axis_angle_to_matrix, orthonormalise
+from ..locks import RunLock
 from ..models.pose_decoders import PoseDecoderConfig, VQVAEPosePrior, save_pose_decoder
+from .checkpoints import file_checkpoint_exists, load_file_checkpoint, save_file_checkpoint
 from .runlog import append_log, truncate_log
 
 __all__ = ["VQVAETrainResult", "load_amass_body_poses", "train_vqvae", "vqvae_command"]
@@ -58,6 +59,14 @@ CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
 DECODER_DIR = "pose_decoder"
 CHECKPOINT_VERSION = 1
+
+
+def _check_structure(ckpt) -> None:
+    """CheckpointError unless ``ckpt`` looks like a VQ-VAE training checkpoint of this version."""
+    keys = ("version", "settings", "model", "optimiser", "rng_cpu", "epoch", "step_in_epoch", "global_step",
+            "window", "epoch_stats")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
+        raise CheckpointError("the checkpoint does not hold a dpmesh VQ-VAE training state")
 
 
 def load_amass_body_poses(poses_dir: str | Path, *, zero_hands: bool = False, frame_stride: int = 1) -> torch.Tensor:
@@ -189,7 +198,18 @@ def _final_eval(prior: VQVAEPosePrior, body_aa: torch.Tensor, batch_size: int, d
     return {"recon_l1": l1_sum / n, "angle_deg": angle_sum / n, "codebook_usage": usage, "perplexity": perplexity}
 
 
-def train_vqvae(
+def train_vqvae(poses_dir: str | Path, out_dir: str | Path, **kwargs) -> VQVAETrainResult:
+    """:func:`_train_vqvae` holding the run directory's lock (:mod:`dpmesh_infer.locks`).
+
+    Raises:
+        OutputConflictError: another run is using ``out_dir``.
+    """
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with RunLock(out_dir):
+        return _train_vqvae(poses_dir, out_dir, **kwargs)
+
+
+def _train_vqvae(
     poses_dir: str | Path,
     out_dir: str | Path,
     *,
@@ -256,10 +276,10 @@ def train_vqvae(
         epoch, step_in_epoch, global_step = 0, 0, 0
         k = config.codebook_size
         win, ep = _new_stats(k), _new_stats(k)  # running sums since the last step record / epoch start
-        if ckpt_path.exists() and not resume:
+        if file_checkpoint_exists(ckpt_path) and not resume:
             raise InputError(f"{ckpt_path} exists: pass resume (--resume) to continue it, or use another --out")
-        if resume and ckpt_path.exists():
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if resume and file_checkpoint_exists(ckpt_path):
+            ckpt = load_file_checkpoint(ckpt_path, check=_check_structure)
             if ckpt.get("version") != CHECKPOINT_VERSION or ckpt.get("settings") != settings:
                 diff = sorted(name for name in settings if ckpt.get("settings", {}).get(name) != settings[name])
                 raise InputError(f"{ckpt_path} was written with different settings ({', '.join(diff) or 'version'}); "
@@ -289,7 +309,7 @@ def train_vqvae(
                 "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
                 "window": win, "epoch_stats": ep,
             }
-            write_with(ckpt_path, lambda f: torch.save(checkpoint, f))
+            save_file_checkpoint(checkpoint, ckpt_path)
 
         while epoch < epochs:
             order = _epoch_order(n, seed, epoch)

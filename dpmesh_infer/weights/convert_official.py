@@ -32,7 +32,9 @@ from typing import Any, Mapping
 
 import torch
 
+from ..atomic import check_writable_dir
 from ..errors import InputError, UntrustedCheckpointError, WeightsError
+from ..inputs import path_problem, refuse_overwriting_inputs
 from ..models.dpmesh import PipelineConfig
 from .layout import COMPONENTS, FIX_SMPL, SMPL_DIR, check_output_dir
 from .ldm_keys import (
@@ -182,8 +184,10 @@ def load_official_checkpoint(src: str | os.PathLike, *, trust_pickle: bool = Fal
         UntrustedCheckpointError: the file needs full unpickling and ``trust_pickle`` is False.
     """
     path = Path(src).expanduser()
-    if not path.is_file():
-        raise WeightsError(f"checkpoint not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
+    problem = path_problem(path)  # (never opens a FIFO)
+    if problem is not None:
+        raise WeightsError(f"checkpoint not found: {path}" if problem == "not found"
+                           else f"checkpoint {path} {problem}")
 
     def _load(mmap: bool):
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=mmap)
@@ -197,18 +201,19 @@ def load_official_checkpoint(src: str | os.PathLike, *, trust_pickle: bool = Fal
             obj = _load(False)  # legacy (non-zip) serialization cannot be memory-mapped
     except pickle.UnpicklingError as e:
         msg = str(e)
-        if not trust_pickle and "Weights only load failed" in msg and _looks_like_torch_file(path):
-            m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
-            what = f" (it references {m.group(1)})" if m else ""
+        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
+        if not trust_pickle and m and _looks_like_torch_file(path):
             raise UntrustedCheckpointError(
-                f"{path} cannot be loaded as plain tensors{what}: reading it needs full unpickling, which "
-                "can run arbitrary code. Only if the file comes from a source you trust, rerun with "
-                "--trust-checkpoint (trust_pickle=True)."
-            ) from e
-        raise WeightsError(f"{path} is not a readable PyTorch checkpoint: {msg.splitlines()[0]}") from e
+                f"{path} cannot be loaded as plain tensors (it references {m.group(1)}): reading it would need full "
+                "unpickling, which can run arbitrary code, so it is refused. The DPMesh release checkpoints load "
+                "as plain tensors; this file was saved differently (see weights/README.md)."
+            ) from None
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint (truncated, corrupt, or not a checkpoint: "
+                           f"{type(e).__name__})") from None
     except (RuntimeError, KeyError, ValueError, EOFError, OSError, AttributeError, ImportError) as e:
-        first = (str(e).splitlines() or [""])[0]
-        raise WeightsError(f"{path} is not a readable PyTorch checkpoint: {type(e).__name__}: {first}") from e
+        first = (str(e).splitlines() or [""])[0].split(". ")[0][:200]
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
+                           f"{type(e).__name__}: {first}") from None
     return _unwrap(obj, where=str(path), report=report)
 
 
@@ -503,6 +508,8 @@ def convert_official(src: str | os.PathLike, out_dir: str | os.PathLike, *, trus
         raise InputError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
     src, out = Path(src).expanduser(), Path(out_dir).expanduser()
     check_output_dir(out, overwrite)  # fail before the expensive load
+    refuse_overwriting_inputs(inputs=[("checkpoint", src)], trees=[out])
+    check_writable_dir(out.parent)
     report = ConversionReport(source=src, dtype=str(dtype).replace("torch.", "") if dtype else None)
     state = load_official_checkpoint(src, trust_pickle=trust_pickle, report=report)
     mapped = map_official_state_dict(state, check_duplicates=check_duplicates, target=target, report=report)
