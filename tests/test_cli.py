@@ -163,3 +163,15 @@ def test_max_pixels_refuses_large_images(photo, tiny_weights, tmp_path, monkeypa
     img, kp = photo
     r = run("predict", img, "-k", kp, "-w", tiny_weights, "-o", tmp_path / "x.npz", "--max-pixels", "1000")
     assert r.exit_code == 4 and "exceeds" in r.output and "pixels" in r.output
+
+
+def test_readme_exit_code_table_is_the_one_the_code_uses():
+    import re
+    from pathlib import Path
+
+    from dpmesh_infer.errors import EXIT_CODES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("#### Exit codes"):]
+    rows = dict(re.findall(r"^\| `(\d+)` \| (.+?) \|$", section[:section.index("####", 5)], re.M))
+    assert {int(k): v for k, v in rows.items()} == EXIT_CODES

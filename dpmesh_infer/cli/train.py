@@ -9,7 +9,16 @@ from typing import Optional
 import typer
 
 from ..errors import InputError
-from .common import console, device_option, err_console, handle_errors, quiet_option, setup_logging, verbose_option
+from .common import (
+    console,
+    device_option,
+    err_console,
+    handle_errors,
+    interrupt_exit_code,
+    quiet_option,
+    setup_logging,
+    verbose_option,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Train the VQ-VAE pose prior and DPMesh (teacher, then "
                         "student with noisy-keypoint reasoning).")
@@ -73,11 +82,11 @@ def train_dpmesh_cmd(
             result = train_dpmesh(cfg, out, resume=resume, device=device)
         else:
             result = _with_progress(lambda cb: train_dpmesh(cfg, out, resume=resume, device=device, progress=cb))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Terminated)
         last = latest_checkpoint(out)
         err_console.print(f"interrupted; last checkpoint: {last or 'none yet'}. Continue with: "
-                          f"dpmesh train dpmesh --config {config} --out {out} --resume")
-        raise typer.Exit(130) from None
+                          f"dpmesh train dpmesh --config {config} --out {out} --resume", highlight=False, markup=False)
+        raise typer.Exit(interrupt_exit_code(e)) from None
     losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_epoch.items() if k in ("loss", "l2d", "l3d", "lsmpl",
                                                                                     "lnkr"))
     console.print(f"trained {result.steps} steps on {result.persons} persons per epoch; last epoch: {losses}")
