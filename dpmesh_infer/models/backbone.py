@@ -310,8 +310,16 @@ class DiffusionBackbone(nn.Module):
 
     def save_folders(self, *, vae: str | Path, unet: str | Path, unet_lora: str | Path, controlnet: str | Path,
                      adapter: str | Path) -> None:
-        """Write the five component folders (the formats :meth:`from_folders` reads)."""
+        """Write the five component folders (the formats :meth:`from_folders` reads).
+
+        Raises:
+            WeightsError: the LoRA was merged (:meth:`merge_lora`); save from an unmerged model.
+        """
         from peft.utils import get_peft_model_state_dict
+
+        if self.lora_merged:
+            raise WeightsError("this backbone's LoRA was merged into the UNet for inference; save the weights "
+                               "from a model loaded without merge_lora")
 
         for folder, model, state in ((vae, self.vae, self.vae.state_dict()),
                                      (unet, self.unet, self.unet_base_state_dict()),
@@ -426,6 +434,46 @@ class DiffusionBackbone(nn.Module):
             m.eval()
         return self
 
+    # ------------------------------------------------------------------ inference fast path
+    @property
+    def lora_merged(self) -> bool:
+        """True once :meth:`merge_lora` folded the LoRA weights into the UNet Linears."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        return any(getattr(m, "merged", False) for m in self.unet.modules() if isinstance(m, BaseTunerLayer))
+
+    def merge_lora(self) -> None:
+        """Fold LoRA into the UNet weights (W <- W + B·A·alpha/r) for inference: 144 fewer GEMM pairs per
+        forward, the same function up to float rounding (about 1e-6 relative in fp32). Not for training,
+        and not exactly reversible (the sum is rounded), so a weights folder is always saved from an
+        unmerged model (:meth:`save_folders` refuses a merged one)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for m in self.unet.modules():
+            if isinstance(m, BaseTunerLayer) and not m.merged:
+                m.merge(safe_merge=True)
+
+    def to_channels_last(self) -> None:
+        """Convolution weights in channels_last memory format (faster cuDNN / oneDNN kernels)."""
+        self.to(memory_format=torch.channels_last)
+        self._channels_last = True
+
+    def compile(self, mode: str | None = None, backend: str = "inductor") -> None:  # type: ignore[override]
+        """``torch.compile`` the heavy blocks: the VAE encoder, the ControlNet and every UNet block the forward
+        runs (the output head is never reached). Blocks are compiled in place, so the feature taps (forward
+        hooks that record into the capture store) and the attention capture keep working; the last up block
+        is compiled through its children (its hook ends the UNet pass). Shapes should stay fixed (the pipeline
+        pads the last batch to the batch size) to avoid recompilation. ``mode="reduce-overhead"`` adds CUDA
+        graphs."""
+        kw = {"mode": mode, "backend": backend, "dynamic": False}
+        self.vae.encoder.compile(**kw)
+        self.controlnet.compile(**kw)
+        for block in [*self.unet.down_blocks, self.unet.mid_block, *self.unet.up_blocks[:-1]]:
+            block.compile(**kw)
+        for child in self.unet.up_blocks[-1].children():
+            for m in (child if isinstance(child, nn.ModuleList) else [child]):
+                m.compile(**kw)
+
     # ------------------------------------------------------------------ forward
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) RGB in [0,1] -> (B,4,H/8,W/8) VAE posterior mean (no [-1,1] map, no 0.18215)."""
@@ -446,6 +494,8 @@ class DiffusionBackbone(nn.Module):
         self._check_inputs(images, joints32, heatmaps)
         dtype = self.adapter.outmodules[0][0].weight.dtype
         images, joints32, heatmaps = images.to(dtype), joints32.to(dtype), heatmaps.to(dtype)
+        if getattr(self, "_channels_last", False):
+            images = images.contiguous(memory_format=torch.channels_last)
         latent = self.encode_images(images)  # (B, 4, 32, 32)
         tokens = self.adapter.joint_tokens(joints32, heatmaps.shape[-1])  # (B, J, D)
         t = torch.full((images.shape[0],), self.config.timestep, dtype=torch.long, device=images.device)
