@@ -194,7 +194,7 @@ class FileKeypoints:
                 out.append(ImageKeypoints(None, str(e)))
                 continue
             if persons is None:
-                out.append(ImageKeypoints(None, f"{self.kpset.source} has no keypoints for {im.name}"))
+                out.append(ImageKeypoints(None, self.kpset.missing_message(im.name)))
             else:
                 out.append(ImageKeypoints(list(persons)))
         return out

@@ -61,8 +61,13 @@ def predict(
                                         help="Image files, folders (searched recursively) or glob patterns "
                                              "(quote them: 'photos/**/*.jpg')."),
     keypoints: Optional[Path] = typer.Option(None, "--keypoints", "-k",
-                                             help="Keypoint file (COCO keypoint results JSON, OpenPose JSON "
-                                                  "or `dpmesh detect` output). Default: run the detector."),
+                                             help="Keypoint file or folder of per-image files (COCO / cocoapi "
+                                                  "results, AlphaPose, mmpose inferencer or demo output, "
+                                                  "OpenPose, `dpmesh detect` output; README lists them). "
+                                                  "Default: run the detector."),
+    keep_box_only: bool = typer.Option(False, "--keep-box-only",
+                                       help="Also reconstruct people of a --keypoints file that have no labelled "
+                                            "keypoint, from their box alone (default: skip them, with the reason)."),
     out: Path = typer.Option(..., "--out", "-o",
                              help="Output: FILE.npz / .obj / .ply / .glb / .json for one image, or a folder "
                                   "(one sub-folder per image with people.json, params.npz, person_NN.obj, "
@@ -121,9 +126,10 @@ def predict(
                       batch_size=batch_size, max_pixels=max_pixels, render=render,
                       detector=DetectorOptions(detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people))
     if to_folder:
-        _predict_folder(images, out, keypoints=keypoints, opts=opts, chunk=chunk, overwrite=overwrite, quiet=quiet)
+        _predict_folder(images, out, keypoints=keypoints, opts=opts, chunk=chunk, overwrite=overwrite, quiet=quiet,
+                        keep_box_only=keep_box_only)
     else:
-        _predict_file(images, out, keypoints=keypoints, opts=opts)
+        _predict_file(images, out, keypoints=keypoints, opts=opts, keep_box_only=keep_box_only)
 
 
 def _load_pipeline(opts: RunOptions):
@@ -157,7 +163,8 @@ def _make_renderer():
 
 # ---------------------------------------------------------------------------------------- one file
 
-def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts: RunOptions) -> None:
+def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts: RunOptions,
+                  keep_box_only: bool = False) -> None:
     """One image -> one output file (and its .json beside a mesh)."""
     from ..batch import DetectorKeypoints, write_renders
     from ..export import save_result
@@ -171,7 +178,7 @@ def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts
     if len(images) > 1:
         raise InputError(f"--out {out} is a single file but {len(images)} images were given; pass a folder")
     image = images[0]
-    kpset = read_keypoints(keypoints) if keypoints is not None else None
+    kpset = read_keypoints(keypoints, keep_box_only=keep_box_only) if keypoints is not None else None
     rgb = load_image(image, max_pixels=opts.max_pixels)
     pipe = _load_pipeline(opts)
     if kpset is not None:
@@ -199,7 +206,7 @@ def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts
 # ---------------------------------------------------------------------------------------- folder runs
 
 def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, opts: RunOptions, chunk: int,
-                    overwrite: bool, quiet: bool) -> None:
+                    overwrite: bool, quiet: bool, keep_box_only: bool = False) -> None:
     """Folder run (see dpmesh_infer.batch): resumable, manifest, progress bar, summary, exit 0/1/4."""
     from ..batch import BatchRunner, DetectorKeypoints, FileKeypoints, check_writable, plan_batch
     from ..images import load_image
@@ -217,7 +224,9 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, op
                           highlight=False, markup=False)
     kp_source = pipe = None
     if plan.todo:
-        kpset = read_keypoints(keypoints) if keypoints is not None else None
+        kpset = read_keypoints(keypoints, keep_box_only=keep_box_only) if keypoints is not None else None
+        if kpset is not None:
+            _report_unmatched(kpset, [im.name for im in plan.todo] + [im.name for im, _ in plan.finished])
         pipe = _load_pipeline(opts)
         kp_source = FileKeypoints(kpset) if kpset is not None else DetectorKeypoints(_make_detector(pipe, opts))
     total = len(plan.todo) + len(plan.finished)
@@ -240,6 +249,20 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, op
     if single and summary.failed:
         raise ImageError(f"{images[0]}: {summary.failed[0].error}")
     raise typer.Exit(1 if summary.failed else 0)
+
+
+def _report_unmatched(kpset, names: list) -> None:
+    """Warn about keypoint-file entries (with people) that no input image matched."""
+    missed = kpset.unmatched(names)
+    if not missed:
+        return
+    shown = ", ".join(str(k) for k, _ in missed[:10]) + (", ..." if len(missed) > 10 else "")
+    what = "frame numbers" if kpset.id_kind == "frame_id" and isinstance(missed[0][0], int) else (
+        "image ids" if isinstance(missed[0][0], int) else "images")
+    hint = (" (numeric ids match images named 000000000136.jpg or COCO_val2014_000000000136.jpg)"
+            if what == "image ids" else "")
+    err_console.print(f"warning: {kpset.source}: {sum(n for _, n in missed)} people under {len(missed)} {what} "
+                      f"matched no input image: {shown}{hint}", highlight=False, markup=False)
 
 
 class _BatchProgress:
