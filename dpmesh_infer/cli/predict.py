@@ -52,6 +52,8 @@ class RunOptions:
     max_pixels: int | None
     render: bool
     detector: DetectorOptions
+    glb_photo: bool = False  # the photo as a textured quad in scene.glb / a .glb output
+    glb_photo_depth: float | None = None
 
 
 @app.command()
@@ -89,6 +91,11 @@ def predict(
     render: bool = typer.Option(False, "--render", help="Also render the people (pyrender, headless EGL or OSMesa): "
                                 "overlay.png over the photo and side.png per image folder, or <stem>_overlay.png "
                                 "and <stem>_side.png beside a single --out file."),
+    glb_photo: bool = typer.Option(False, "--glb-photo", help="Put the photo into scene.glb (or a .glb --out) as "
+                                   "a textured quad behind the people, framed by the glTF camera."),
+    glb_photo_depth: Optional[float] = typer.Option(None, "--glb-photo-depth", metavar="METRES",
+                                                    help="Depth of that quad (implies --glb-photo; default 1 m "
+                                                         "behind the farthest person)."),
     quiet: bool = quiet_option(),
     detector: str = typer.Option("rtmo-l", "--detector", help="Keypoint detector when no --keypoints is given "
                                  "(see `dpmesh weights list-detectors`)."),
@@ -122,9 +129,15 @@ def predict(
         raise InputError(f"--out {out}: use a folder or a file ending in {', '.join(SUFFIXES)}")
     if (det_config is None) != (det_checkpoint is None):
         raise InputError("give both --det-config and --det-checkpoint, or neither")
+    if glb_photo_depth is not None and not glb_photo_depth > 0:
+        raise InputError(f"--glb-photo-depth must be a positive number of metres, got {glb_photo_depth}")
+    glb_photo = glb_photo or glb_photo_depth is not None
+    if glb_photo and not to_folder and suffix != ".glb":
+        raise InputError(f"--glb-photo puts the photo into a .glb file: use --out FILE.glb or a folder, not {out.name}")
     opts = RunOptions(weights=weights, device=device, dtype=dtype, focal=parse_focal_options(focal, fov),
                       batch_size=batch_size, max_pixels=max_pixels, render=render,
-                      detector=DetectorOptions(detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people))
+                      detector=DetectorOptions(detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people),
+                      glb_photo=glb_photo, glb_photo_depth=glb_photo_depth)
     if to_folder:
         _predict_folder(images, out, keypoints=keypoints, opts=opts, chunk=chunk, overwrite=overwrite, quiet=quiet,
                         keep_box_only=keep_box_only)
@@ -194,7 +207,8 @@ def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts
         err_console.print(f"{image.name}: person {idx} skipped: {reason}", highlight=False, markup=False)
     if not res.persons:
         raise NoPersonError(f"{image}: no person could be reconstructed ({len(res.skipped)} skipped, see above)")
-    written = save_result(res, result.faces, out)
+    written = save_result(res, result.faces, out, photo=rgb if opts.glb_photo else None,
+                          photo_depth=opts.glb_photo_depth)
     if opts.render:
         with _make_renderer() as renderer:
             write_renders(renderer, res, result.faces, rgb, out.with_name(f"{out.stem}_overlay.png"),
@@ -234,7 +248,8 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, op
     try:
         with _BatchProgress(total, quiet) as progress:
             runner = BatchRunner(pipe, kp_source, chunk=chunk, batch_size=opts.batch_size, focal=opts.focal,
-                                 on_record=progress.update, renderer=renderer, max_pixels=opts.max_pixels)
+                                 on_record=progress.update, renderer=renderer, max_pixels=opts.max_pixels,
+                                 glb_photo=opts.glb_photo, glb_photo_depth=opts.glb_photo_depth)
             summary = runner.run(plan)
     finally:
         if renderer is not None:
