@@ -20,6 +20,10 @@ from dpmesh_infer.export import ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER, save_mesh, s
 from dpmesh_infer.outputs import ImageResult, Person
 from dpmesh_infer.render import person_colors
 
+#: where install.sh put the validator (read at import: the tests' fixture points XDG_CACHE_HOME elsewhere)
+_VALIDATOR_ROOTS = [Path(p) for p in (os.environ.get("DPMESH_GLTF_VALIDATOR_DIR"),) if p] + [
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dpmesh" / "gltf-validator",
+    Path.home() / ".cache" / "dpmesh" / "gltf-validator"]
 W, H = 320, 240
 K = np.array([[300.0, 0.0, W / 2], [0.0, 300.0, H / 2], [0.0, 0.0, 1.0]])
 
@@ -60,9 +64,7 @@ def _validator() -> tuple[str, Path]:
     if node is None:
         pytest.skip("node is not installed: the Khronos glTF validator (npm gltf-validator) cannot run "
                     "(bash install.sh installs Debian's nodejs and the validator)")
-    env = os.environ.get("DPMESH_GLTF_VALIDATOR_DIR")
-    roots = [Path(env)] if env else []
-    roots += [Path.home() / ".cache" / "dpmesh" / "gltf-validator"]
+    roots = list(dict.fromkeys(_VALIDATOR_ROOTS))
     for root in roots:
         pkg = root / "node_modules" / "gltf-validator"
         if (pkg / "package.json").is_file():
