@@ -339,7 +339,7 @@ def test_predict_folder_runs_cocoapi_frames_and_coco_table(scene_jpg, tiny_weigh
     shutil.copy(scene_jpg, coco / "COCO_val2014_000000000136.jpg")
     r = _run("predict", coco, "-k", sample("cocoapi_results.json"), "-w", tiny_weights, "-o", tmp_path / "o1", "-q")
     assert r.exit_code == 0, r.output
-    assert "1 people under 1 image ids matched no input image: 137" in " ".join(r.output.split())
+    assert "1 person under 1 image id matched no input image: 137" in " ".join(r.output.split())
     assert len(json.loads((tmp_path / "o1/COCO_val2014_000000000136/people.json").read_text())["persons"]) == 2
 
     frames = tmp_path / "frames"

@@ -276,8 +276,10 @@ def _report_unmatched(kpset, names: list) -> None:
         "image ids" if isinstance(missed[0][0], int) else "images")
     hint = (" (numeric ids match images named 000000000136.jpg or COCO_val2014_000000000136.jpg)"
             if what == "image ids" else "")
-    err_console.print(f"warning: {kpset.source}: {sum(n for _, n in missed)} people under {len(missed)} {what} "
-                      f"matched no input image: {shown}{hint}", highlight=False, markup=False)
+    people = sum(n for _, n in missed)
+    err_console.print(f"warning: {kpset.source}: {people} {'person' if people == 1 else 'people'} under "
+                      f"{len(missed)} {what if len(missed) > 1 else what[:-1]} matched no input image: {shown}{hint}",
+                      highlight=False, markup=False)
 
 
 class _BatchProgress:

@@ -49,7 +49,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Mapping, Sequence
@@ -59,6 +58,7 @@ import numpy as np
 from ..atomic import write_text
 from ..errors import KeypointFileError
 from ..geometry.joints import JOINT_FORMATS, to_j30
+from .naming import frame_number_of, image_id_of
 
 logger = logging.getLogger(__name__)
 
@@ -126,26 +126,6 @@ def stack_kp30(persons: Sequence[KeypointPerson]) -> np.ndarray:
 def person_boxes(persons: Sequence[KeypointPerson]) -> list[np.ndarray | None]:
     """Each person's bbox (4,) xywh or None, for preprocess.prepare_persons(fallback_boxes=...)."""
     return [p.bbox for p in persons]
-
-
-#: Standard COCO image names: ``COCO_<split><year>_<12 digits>`` (2014) -> the image id.
-_COCO_NAME = re.compile(r"^COCO_[A-Za-z]+\d{4}_(\d+)$")
-_TRAILING_NUMBER = re.compile(r"(\d+)$")
-
-
-def image_id_of(stem: str) -> int | None:
-    """The COCO image id an image file stem stands for: an all-digit stem (``000000000136``, COCO 2017)
-    or a standard COCO 2014 name (``COCO_val2014_000000000136``); None otherwise."""
-    if stem.isdigit():
-        return int(stem)
-    m = _COCO_NAME.match(stem)
-    return int(m.group(1)) if m else None
-
-
-def frame_number_of(stem: str) -> int | None:
-    """The frame number an image stem ends with (``frame_000012`` -> 12, ``000012`` -> 12), or None."""
-    m = _TRAILING_NUMBER.search(stem)
-    return int(m.group(1)) if m else None
 
 
 class KeypointSet:
@@ -399,18 +379,6 @@ def _openpose_people(data: dict, src: str) -> list[KeypointPerson]:
     return out
 
 
-def _is_alphapose_openpose(data: dict) -> bool:
-    """AlphaPose ``--format open`` / ``cmu``: {image name: {"version", "people" | "bodies": [...]}}."""
-    return bool(data) and all(isinstance(k, str) and isinstance(v, dict) and ("people" in v or "bodies" in v)
-                              for k, v in data.items())
-
-
-def _read_alphapose_openpose(data: dict, src: str) -> KeypointSet:
-    per_image = {name: _openpose_people(doc, f"{src}: [{json.dumps(name)}]") for name, doc in data.items()}
-    form = "alphapose-cmu" if any("bodies" in doc for doc in data.values()) else "alphapose-openpose"
-    return KeypointSet(per_image, src, form)
-
-
 def read_openpose_json(path: str | Path) -> list[KeypointPerson]:
     """The persons of one OpenPose ``*_keypoints.json`` file (18- or 25-joint model)."""
     path = Path(path)
@@ -487,7 +455,7 @@ def read_keypoints(path: str | Path, *, keep_box_only: bool = False) -> Keypoint
 
 def _read_file(path: Path) -> KeypointSet:
     """One keypoint file, format detected from the content (module docstring)."""
-    from . import mmpose
+    from . import alphapose, mmpose
 
     src = str(path)
     data = _read_json(path)
@@ -506,8 +474,8 @@ def _read_file(path: Path) -> KeypointSet:
         return _read_coco_table(data, src)
     if isinstance(data, dict) and ("people" in data or "bodies" in data):
         return KeypointSet({None: _openpose_people(data, src)}, src, "openpose")
-    if isinstance(data, dict) and _is_alphapose_openpose(data):
-        return _read_alphapose_openpose(data, src)
+    if isinstance(data, dict) and alphapose.is_alphapose_openpose(data):
+        return alphapose.read_alphapose_openpose(data, src)
     raise _fail(src, f"unrecognised keypoint file; {EXPECTED_FORMATS}")
 
 
