@@ -22,6 +22,8 @@
 #      rebuilt from source against the installed numpy (needs a C compiler and Python headers);
 #   6. a check that everything imports (mmpose through dpmesh_infer.detect.mmpose_compat), and a headless
 #      render probe (a warning, not a failure: only `dpmesh predict --render` needs it).
+# Between 4 and 5, install_gltf_validator: the Khronos glTF validator (npm gltf-validator, with Debian's
+# nodejs/npm when missing and root) into ~/.cache/dpmesh/gltf-validator, for the scene.glb tests.
 # Every pip call runs under constraints that keep the installed torch and numpy and setuptools<81.
 # Idempotent: each step is skipped when what it installs is already present at the right version.
 set -euo pipefail
@@ -189,6 +191,46 @@ else
     echo "             Run: sudo apt-get install ${missing_debs[*]}"
   fi
 fi
+
+# ---------------------------------------------------------------------------------------------------
+# The Khronos glTF validator (npm gltf-validator), run with node by the tests that check scene.glb
+# (tests/test_scene_glb.py). Debian's nodejs / npm are apt-installed only when missing and only as root;
+# the validator goes into ${DPMESH_GLTF_VALIDATOR_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dpmesh/gltf-validator},
+# outside the repository. A warning, not a failure, when it cannot be installed (the test then says so).
+GLTF_VALIDATOR_PIN="gltf-validator@2.0.0-dev.3.10"
+install_gltf_validator() {
+  local dir="${DPMESH_GLTF_VALIDATOR_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dpmesh/gltf-validator}"
+  local want="${GLTF_VALIDATOR_PIN##*@}" have="" debs=()
+  command -v node >/dev/null 2>&1 || command -v nodejs >/dev/null 2>&1 || debs+=(nodejs)
+  command -v npm >/dev/null 2>&1 || debs+=(npm)
+  if [ ${#debs[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "    apt-get install: ${debs[*]}"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${debs[@]}" >/dev/null \
+        || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+               --no-install-recommends "${debs[@]}" >/dev/null; } \
+        || { echo "    WARNING: apt-get install ${debs[*]} failed; the glTF validator test will not run"; return 0; }
+    else
+      echo "    WARNING: ${debs[*]} missing (not root, or no apt-get): the glTF validator test will not run."
+      echo "             Run: sudo apt-get install ${debs[*]} && bash install.sh"
+      return 0
+    fi
+  fi
+  local node_bin
+  node_bin="$(command -v node || command -v nodejs)"
+  have="$("$node_bin" -e "console.log(require(process.argv[1]).version)" \
+            "$dir/node_modules/gltf-validator/package.json" 2>/dev/null || true)"
+  if [ "$have" = "$want" ]; then
+    ok "$GLTF_VALIDATOR_PIN present in $dir"
+  elif mkdir -p "$dir" && npm install --prefix "$dir" --no-audit --no-fund --loglevel=error \
+         "$GLTF_VALIDATOR_PIN" >/dev/null; then
+    ok "installed $GLTF_VALIDATOR_PIN into $dir"
+  else
+    echo "    WARNING: npm install $GLTF_VALIDATOR_PIN failed; the glTF validator test will fail until it is installed"
+  fi
+}
+step "glTF validator for the scene.glb tests (node, npm gltf-validator)"
+install_gltf_validator
 
 # ---------------------------------------------------------------------------------------------------
 step "5/6 OpenMMLab stack (mmengine, mmcv-lite, mmdet, mmpose, xtcocotools)"

@@ -250,7 +250,7 @@ class FileKeypoints:
                 out.append(ImageKeypoints(None, str(e)))
                 continue
             if persons is None:
-                out.append(ImageKeypoints(None, f"{self.kpset.source} has no keypoints for {im.name}"))
+                out.append(ImageKeypoints(None, self.kpset.missing_message(im.name)))
             else:
                 out.append(ImageKeypoints(list(persons), warnings=self.kpset.warnings_for(im.name)))
         return out
@@ -280,9 +280,10 @@ def _person_obj(vertices: np.ndarray, faces: np.ndarray) -> bytes:
 
 
 def write_image_outputs(result, faces: np.ndarray, folder: Path, *, image: np.ndarray | None = None,
-                        renderer=None) -> None:
+                        renderer=None, glb_photo: bool = False, glb_photo_depth: float | None = None) -> None:
     """params.npz, person_NN.obj, scene.glb, with a ``renderer`` (and the photo ``image``) overlay.png
-    and side.png, then people.json (the completion mark), all atomic."""
+    and side.png, then people.json (the completion mark), all atomic. ``glb_photo``: scene.glb also holds
+    ``image`` as a textured quad at ``glb_photo_depth`` metres (default: behind the farthest person)."""
     from .atomic import write_bytes
     from .export import save_json, save_mesh, save_npz
 
@@ -296,7 +297,7 @@ def write_image_outputs(result, faces: np.ndarray, folder: Path, *, image: np.nd
     save_npz(result, folder / "params.npz")
     for i, p in enumerate(result.persons):
         write_bytes(folder / f"person_{i:02d}.obj", _person_obj(p.vertices, faces))
-    save_mesh(result, faces, folder / "scene.glb")
+    save_mesh(result, faces, folder / "scene.glb", photo=image if glb_photo else None, photo_depth=glb_photo_depth)
     save_json(result, folder / DONE_FILE)
 
 
@@ -317,7 +318,8 @@ class BatchRunner:
 
     def __init__(self, pipe, keypoints: KeypointSource, *, chunk: int = 8, batch_size: int = 16,
                  focal=None, on_record: Callable[[ImageRecord], None] | None = None,
-                 renderer=None, max_pixels: int | None = None) -> None:
+                 renderer=None, max_pixels: int | None = None, glb_photo: bool = False,
+                 glb_photo_depth: float | None = None) -> None:
         if chunk < 1:
             raise InputError("--chunk must be at least 1")
         self.pipe = pipe
@@ -328,6 +330,7 @@ class BatchRunner:
         self.on_record = on_record
         self.renderer = renderer  # a dpmesh_infer.render.Renderer: also write overlay.png / side.png
         self.max_pixels = max_pixels
+        self.glb_photo, self.glb_photo_depth = glb_photo, glb_photo_depth  # the photo in scene.glb
 
     def run(self, plan: BatchPlan, *, force_unlock: bool = False) -> BatchSummary:
         """Process every image of ``plan`` under the output folder's lock (:mod:`dpmesh_infer.locks`);
@@ -432,7 +435,7 @@ class BatchRunner:
                 failed.append(rec)
                 continue
             rec.persons = len(res.persons)
-            computed.append((rec, res, arr if self.renderer is not None else None))
+            computed.append((rec, res, arr if self.renderer is not None or self.glb_photo else None))
         return computed, failed
 
     def _infer(self, part):
@@ -463,7 +466,8 @@ class BatchRunner:
         for rec, res, image in computed:
             t = time.perf_counter()
             try:
-                write_image_outputs(res, self.pipe.faces, rec.out, image=image, renderer=self.renderer)
+                write_image_outputs(res, self.pipe.faces, rec.out, image=image, renderer=self.renderer,
+                                    glb_photo=self.glb_photo, glb_photo_depth=self.glb_photo_depth)
             except OSError as e:
                 rec.status, rec.error, rec.persons = "failed", f"cannot write {rec.out}: {e}", 0
             except DpmeshError as e:  # a failed render (RenderError)

@@ -202,7 +202,7 @@ class Pipeline:
     # ------------------------------------------------------------------ inputs
 
     def _keypoints_for(self, kp, image_path: str | None, i: int):
-        """Normalise one image's keypoints to (kp30 (N,30,3), fallback boxes, scores)."""
+        """Normalise one image's keypoints to (kp30 (N,30,3), fallback boxes, scores, {person: skip reason})."""
         from .geometry.joints import to_j30
         from .keypoint_files import KeypointPerson, KeypointSet
 
@@ -211,13 +211,19 @@ class Pipeline:
                 raise InputError("a keypoint file can only be matched to images given as paths (or sources=)")
             persons = kp.lookup(image_path)
             if persons is None:
-                raise InputError(f"{kp.source} has no keypoints for image {image_path}")
+                raise InputError(kp.missing_message(image_path))
             kp = persons
         if isinstance(kp, (list, tuple)) and (len(kp) == 0 or isinstance(kp[0], KeypointPerson)):
             kp30 = np.stack([p.kp30() for p in kp]) if kp else np.zeros((0, 30, 3))
             boxes = [p.bbox for p in kp]
             scores = [1.0 if p.score is None else float(p.score) for p in kp]
-            return kp30, boxes, scores
+            # people the file says not to reconstruct (no labelled keypoint, crowd regions): no box, no
+            # confident joint -> prepare_persons skips them; their reason replaces its generic one
+            reasons = {j: p.skip_reason for j, p in enumerate(kp) if p.skip_reason}
+            for j in reasons:
+                kp30[j, :, 2] = 0.0
+                boxes[j] = None
+            return kp30, boxes, scores, reasons
         arr = np.asarray(kp, dtype=np.float64)
         if arr.ndim == 2:
             arr = arr[None]
@@ -232,7 +238,7 @@ class Pipeline:
             raise InputError(f"keypoints of image {i} have negative confidences")
         fmt = _FORMAT_BY_JOINTS[arr.shape[1]]
         kp30 = arr if fmt == "j30" else to_j30(arr, fmt)
-        return kp30, [None] * len(kp30), [1.0] * len(kp30)
+        return kp30, [None] * len(kp30), [1.0] * len(kp30), {}
 
     # ------------------------------------------------------------------ running
 
@@ -294,10 +300,11 @@ class Pipeline:
         for i, (rgb, kp) in enumerate(zip(arrays, kp_list)):
             path = names[i]
             w, h = sizes[i]
-            kp30, boxes, scores = self._keypoints_for(kp, path, i)
+            kp30, boxes, scores, reasons = self._keypoints_for(kp, path, i)
             # joints far outside the photo (keypoints meant for another image size) count as missing
             kp30, _ = validate_against_image(kp30, w, h, where=path or f"image {i}")
             persons, skipped = prepare_persons(rgb, kp30, self.config.preprocess, boxes, image_index=i)
+            skipped = [(j, reasons.get(j, r)) for j, r in skipped]
             f, f_source = focals[i]
             pp = principals[i] if principals[i] is not None else (w / 2.0, h / 2.0)
             K = np.array([[f, 0, pp[0]], [0, f, pp[1]], [0, 0, 1]], dtype=np.float32)

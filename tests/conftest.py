@@ -42,6 +42,19 @@ def _isolate_user_dirs(tmp_path_factory, monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """In-process CLI runs (CliRunner) call ``logging.basicConfig(force=True)``, ERROR with ``-q``: put the
+    root logger's level and handlers back, so a later test's caplog still sees warnings."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory):
     """A complete, untrained weights directory in the real on-disk format (built once per session)."""

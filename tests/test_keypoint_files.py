@@ -78,14 +78,14 @@ def test_coco_results_with_file_names_lookup(tmp_path):
 
 def test_coco_table_format(tmp_path):
     gt = _coco_kp(0)
-    gt[:, 2] = 2  # ground-truth visibility flags act as confidences
+    gt[:, 2] = 2  # ground-truth visibility flags: labelled (1, 2) -> confidence 1.0
     data = {"info": {}, "categories": [{"id": 1, "name": "person"}],
             "images": [{"id": 7, "file_name": "img7.jpg"}, {"id": 8, "file_name": "img8.jpg"}],
             "annotations": [{"image_id": 7, "keypoints": gt.ravel().tolist(), "num_keypoints": 17, "iscrowd": 0}]}
     kps = read_keypoints(_write(tmp_path, data))
     assert kps.file_format == "coco-table" and kps.lookup("img8.jpg") == []
     p = kps.lookup("img7.jpg")[0]
-    assert p.score is None and p.kp30()[1, 2] == 2
+    assert p.score is None and p.kp30()[1, 2] == 1.0 and p.skip_reason is None
     data["results"] = data.pop("annotations")
     assert len(read_keypoints(_write(tmp_path, data)).lookup("img7.jpg")) == 1
     data["results"][0]["image_id"] = 9
@@ -171,7 +171,8 @@ def _bad(keypoints=GOOD, **extra):
     (_bad(bbox=[1, 2, -3, 4]), r"'bbox' must be \[x, y, width, height\]"),
     (_bad(score="high"), r"entry\[1\]: 'score' must be a finite number, got 'high'"),
     (_bad(file_name="a.jpg"), r"entry\[1\]: entries mix 'file_name', 'image_id' and neither"),
-    (_bad(image_id="7"), r"'image_id' must be an integer, got '7'"),
+    (_bad(image_id=7.5), r"'image_id' must be an integer \(COCO id\) or a file name \(AlphaPose\), got 7.5"),
+    (_bad(image_id="7"), r"entry\[1\]: entries mix 'file_name', 'image_id' and neither"),
     ({"people": [{"pose_keypoints_2d": [1] * 60}]},
      r"people\[0\]: 'pose_keypoints_2d' has 60 numbers, expected 54 \(openpose18: .*\) or 75 \(openpose25: 25 joints"),
     ({"people": [{"pose_keypoints_2d": GOOD}]}, r"has 51 numbers, expected 54"),
@@ -180,7 +181,8 @@ def _bad(keypoints=GOOD, **extra):
      r"unsupported format 'dpmesh-keypoints' version 2"),
     ({"format": "dpmesh-keypoints", "version": 1, "people": [], "extra": 1}, r"unknown keys: \['extra'\]"),
     ({"format": "dpmesh-keypoints", "version": 1, "people": [{"keypoints": GOOD, "joint_format": "h36m"}]},
-     r"people\[0\]: 'joint_format' 'h36m' is not one of \['coco17', 'openpose18', 'openpose25'\]"),
+     r"people\[0\]: 'joint_format' 'h36m' is not one of \['coco17', 'coco_wholebody', 'halpe136', 'halpe26', "
+     r"'openpose18', 'openpose25'\]"),
     ({"format": "dpmesh-keypoints", "version": 1, "people": [{"keypoints": GOOD, "joint_format": "openpose18"}]},
      r"'keypoints' has 51 numbers, expected 54 \(openpose18"),
     ({"images": [{"id": "1", "file_name": "a.jpg"}], "annotations": []},

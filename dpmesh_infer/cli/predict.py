@@ -53,6 +53,8 @@ class RunOptions:
     max_pixels: int | None
     render: bool
     detector: DetectorOptions
+    glb_photo: bool = False  # the photo as a textured quad in scene.glb / a .glb output
+    glb_photo_depth: float | None = None
 
 
 @app.command()
@@ -62,8 +64,13 @@ def predict(
                                         help="Image files, folders (searched recursively) or glob patterns "
                                              "(quote them: 'photos/**/*.jpg')."),
     keypoints: Optional[Path] = typer.Option(None, "--keypoints", "-k",
-                                             help="Keypoint file (COCO keypoint results JSON, OpenPose JSON "
-                                                  "or `dpmesh detect` output). Default: run the detector."),
+                                             help="Keypoint file or folder of per-image files (COCO / cocoapi "
+                                                  "results, AlphaPose, mmpose inferencer or demo output, "
+                                                  "OpenPose, `dpmesh detect` output; README lists them). "
+                                                  "Default: run the detector."),
+    keep_box_only: bool = typer.Option(False, "--keep-box-only",
+                                       help="Also reconstruct people of a --keypoints file that have no labelled "
+                                            "keypoint, from their box alone (default: skip them, with the reason)."),
     out: Path = typer.Option(..., "--out", "-o",
                              help="Output: FILE.npz / .obj / .ply / .glb / .json for one image, or a folder "
                                   "(one sub-folder per image with people.json, params.npz, person_NN.obj, "
@@ -85,6 +92,11 @@ def predict(
     render: bool = typer.Option(False, "--render", help="Also render the people (pyrender, headless EGL or OSMesa): "
                                 "overlay.png over the photo and side.png per image folder, or <stem>_overlay.png "
                                 "and <stem>_side.png beside a single --out file."),
+    glb_photo: bool = typer.Option(False, "--glb-photo", help="Put the photo into scene.glb (or a .glb --out) as "
+                                   "a textured quad behind the people, framed by the glTF camera."),
+    glb_photo_depth: Optional[float] = typer.Option(None, "--glb-photo-depth", metavar="METRES",
+                                                    help="Depth of that quad (implies --glb-photo; default 1 m "
+                                                         "behind the farthest person)."),
     quiet: bool = quiet_option(),
     detector: str = typer.Option("rtmo-l", "--detector", help="Keypoint detector when no --keypoints is given "
                                  "(see `dpmesh weights list-detectors`)."),
@@ -120,14 +132,20 @@ def predict(
         raise InputError(f"--out {out}: use a folder or a file ending in {', '.join(SUFFIXES)}")
     if (det_config is None) != (det_checkpoint is None):
         raise InputError("give both --det-config and --det-checkpoint, or neither")
+    if glb_photo_depth is not None and not glb_photo_depth > 0:
+        raise InputError(f"--glb-photo-depth must be a positive number of metres, got {glb_photo_depth}")
+    glb_photo = glb_photo or glb_photo_depth is not None
+    if glb_photo and not to_folder and suffix != ".glb":
+        raise InputError(f"--glb-photo puts the photo into a .glb file: use --out FILE.glb or a folder, not {out.name}")
     opts = RunOptions(weights=weights, device=device, dtype=dtype, focal=parse_focal_options(focal, fov),
                       batch_size=batch_size, max_pixels=max_pixels, render=render,
-                      detector=DetectorOptions(detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people))
+                      detector=DetectorOptions(detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people),
+                      glb_photo=glb_photo, glb_photo_depth=glb_photo_depth)
     if to_folder:
         _predict_folder(images, out, keypoints=keypoints, opts=opts, chunk=chunk, overwrite=overwrite, quiet=quiet,
-                        force_unlock=force_unlock)
+                        force_unlock=force_unlock, keep_box_only=keep_box_only)
     else:
-        _predict_file(images, out, keypoints=keypoints, opts=opts)
+        _predict_file(images, out, keypoints=keypoints, opts=opts, keep_box_only=keep_box_only)
 
 
 def _weights_candidate(opts: RunOptions) -> Path:
@@ -180,7 +198,8 @@ def _single_file_outputs(out: Path, render: bool) -> list[Path]:
     return files
 
 
-def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts: RunOptions) -> None:
+def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts: RunOptions,
+                  keep_box_only: bool = False) -> None:
     """One image -> one output file (and its .json beside a mesh). Everything that can be checked is
     checked before the weights are loaded: the input, the outputs (never an input, writable), the
     keypoint file and its entry for the image, the image itself."""
@@ -202,7 +221,7 @@ def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts
     refuse_overwriting_inputs(inputs=inputs, files=outputs, protected=[("weights directory", _weights_candidate(opts))])
     for f in outputs:
         check_writable_file(f)
-    kpset = read_keypoints(keypoints) if keypoints is not None else None
+    kpset = read_keypoints(keypoints, keep_box_only=keep_box_only) if keypoints is not None else None
     if kpset is not None and kpset.lookup(str(image)) is None:
         raise InputError(f"{kpset.source} has no keypoints for image {image}")
     rgb = load_image(image, max_pixels=opts.max_pixels)
@@ -220,7 +239,8 @@ def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts
         err_console.print(f"{image.name}: person {idx} skipped: {reason}", highlight=False, markup=False)
     if not res.persons:
         raise NoPersonError(f"{image}: no person could be reconstructed ({len(res.skipped)} skipped, see above)")
-    written = save_result(res, result.faces, out)
+    written = save_result(res, result.faces, out, photo=rgb if opts.glb_photo else None,
+                          photo_depth=opts.glb_photo_depth)
     if opts.render:
         with _make_renderer() as renderer:
             write_renders(renderer, res, result.faces, rgb, out.with_name(f"{out.stem}_overlay.png"),
@@ -232,7 +252,7 @@ def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts
 # ---------------------------------------------------------------------------------------- folder runs
 
 def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, opts: RunOptions, chunk: int,
-                    overwrite: bool, quiet: bool, force_unlock: bool = False) -> None:
+                    overwrite: bool, quiet: bool, force_unlock: bool = False, keep_box_only: bool = False) -> None:
     """Folder run (see dpmesh_infer.batch): resumable, locked, manifest, progress bar, summary, exit 0/1/4."""
     from ..batch import BatchRunner, DetectorKeypoints, FileKeypoints, check_plan_outputs, check_writable, plan_batch
     from ..images import load_image
@@ -253,9 +273,11 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, op
         err_console.print(f"ignored: {path} {reason}", highlight=False, markup=False)
     kp_source = pipe = None
     if plan.todo:
-        kpset = read_keypoints(keypoints) if keypoints is not None else None
-        for warning in kpset.warnings if kpset is not None else []:
-            err_console.print(f"warning: {warning}", highlight=False, markup=False)
+        kpset = read_keypoints(keypoints, keep_box_only=keep_box_only) if keypoints is not None else None
+        if kpset is not None:
+            for warning in kpset.warnings:
+                err_console.print(f"warning: {warning}", highlight=False, markup=False)
+            _report_unmatched(kpset, [im.name for im in plan.todo] + [im.name for im, _ in plan.finished])
         pipe = _load_pipeline(opts)
         kp_source = FileKeypoints(kpset) if kpset is not None else DetectorKeypoints(_make_detector(pipe, opts))
     total = len(plan.todo) + len(plan.finished)
@@ -263,7 +285,8 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, op
     try:
         with _BatchProgress(total, quiet) as progress:
             runner = BatchRunner(pipe, kp_source, chunk=chunk, batch_size=opts.batch_size, focal=opts.focal,
-                                 on_record=progress.update, renderer=renderer, max_pixels=opts.max_pixels)
+                                 on_record=progress.update, renderer=renderer, max_pixels=opts.max_pixels,
+                                 glb_photo=opts.glb_photo, glb_photo_depth=opts.glb_photo_depth)
             summary = runner.run(plan, force_unlock=force_unlock)
     finally:
         if renderer is not None:
@@ -278,6 +301,22 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, op
     if single and summary.failed:
         raise ImageError(f"{images[0]}: {summary.failed[0].error}")
     raise typer.Exit(1 if summary.failed else 0)
+
+
+def _report_unmatched(kpset, names: list) -> None:
+    """Warn about keypoint-file entries (with people) that no input image matched."""
+    missed = kpset.unmatched(names)
+    if not missed:
+        return
+    shown = ", ".join(str(k) for k, _ in missed[:10]) + (", ..." if len(missed) > 10 else "")
+    what = "frame numbers" if kpset.id_kind == "frame_id" and isinstance(missed[0][0], int) else (
+        "image ids" if isinstance(missed[0][0], int) else "images")
+    hint = (" (numeric ids match images named 000000000136.jpg or COCO_val2014_000000000136.jpg)"
+            if what == "image ids" else "")
+    people = sum(n for _, n in missed)
+    err_console.print(f"warning: {kpset.source}: {people} {'person' if people == 1 else 'people'} under "
+                      f"{len(missed)} {what if len(missed) > 1 else what[:-1]} matched no input image: {shown}{hint}",
+                      highlight=False, markup=False)
 
 
 class _BatchProgress:

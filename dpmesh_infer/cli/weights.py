@@ -45,14 +45,21 @@ def import_smpl_cmd(
     smpl_file: Path = typer.Argument(..., help="SMPL neutral model you downloaded (.pkl or .npz)."),
     weights: Optional[Path] = weights_option(),
     extra_regressor: Optional[Path] = typer.Option(None, help="Optional J_regressor_extra.npy (head top)."),
+    pkl: bool = typer.Option(False, "--pkl", help="Also write a chumpy-free smpl/SMPL_NEUTRAL.pkl that smplx and "
+                             "other SMPL tools load (smplx.SMPL(model_path=...), no chumpy needed)."),
 ):
     """Validate the SMPL neutral model and store a clean (chumpy-free) copy in the weights directory."""
+    from ..weights.layout import smpl_pkl_file
     from ..weights.resolve import resolve_weights_dir
     from ..weights.smpl import import_smpl
 
     loc = resolve_weights_dir(weights, must_exist=False)
-    path = import_smpl(smpl_file, loc.path, extra_regressor=extra_regressor)
+    path = import_smpl(smpl_file, loc.path, extra_regressor=extra_regressor, pkl=pkl)
     console.print(f"SMPL stored at {path}", highlight=False, markup=False)
+    if pkl:
+        console.print(f"for smplx: {smpl_pkl_file(loc.path)}  (smplx.SMPL(model_path=...) or "
+                      f"smplx.create({str(loc.path)!r}, model_type='smpl', gender='neutral'))",
+                      highlight=False, markup=False)
 
 
 @app.command("check")

@@ -15,6 +15,11 @@ Columns follow :func:`dpmesh_infer.train.vqvae.load_amass_body_poses`: from a (T
 first 72 columns are kept (for SMPL+H, 156 columns, columns 66:72 are the first left-hand finger
 joint, not SMPL's hands; ``zero_hands`` zeroes them); from (T, 66..71) columns 0:66 with joints 22/23
 zero. The written files therefore load identically with ``zero_hands=False``.
+
+AMASS's SMPL-X release (165 columns: root, 21 body joints, then jaw 66:69, eyes 69:75, hands 75:165;
+``surface_model_type`` "smplx") is refused without ``zero_hands``: columns 66:72 are the jaw and left
+eye, which would silently become SMPL joints 22/23. With ``--zero-hands`` its 21 body joints convert as
+SMPL joints 1..21, exactly.
 """
 
 from __future__ import annotations
@@ -31,12 +36,47 @@ import numpy as np
 from ..atomic import write_text, write_with
 from ..errors import DatasetError, OutputConflictError
 
-__all__ = ["AMASS_SUMMARY_FORMAT", "AmassConversionResult", "convert_amass"]
+__all__ = ["AMASS_SUMMARY_FORMAT", "AmassConversionResult", "convert_amass", "SMPLX_POSE_COLUMNS", "smplx_refusal"]
 
 log = logging.getLogger(__name__)
 
 AMASS_SUMMARY_FORMAT = "dpmesh-amass-poses"
 _FPS_KEYS = ("mocap_framerate", "mocap_frame_rate")  # SMPL+H G / SMPL-X N releases
+#: Pose columns of AMASS's SMPL-X files: 3 root + 63 body + 3 jaw + 6 eyes + 90 hands.
+SMPLX_POSE_COLUMNS = 165
+
+
+def smplx_refusal(where: str, columns: int, option: str = "--zero-hands") -> str:
+    """The message refusing SMPL-X poses without ``option`` (the shared wording of converter and loader)."""
+    return (f"{where}: SMPL-X poses ({columns} columns): columns 66:72 are the jaw and left-eye rotations, not "
+            f"SMPL's hand joints 22/23, and would be copied there; pass {option} (SMPL joints 22/23 = 0, the "
+            "21 body joints are the same in SMPL-X and SMPL)")
+
+
+def _is_smplx(columns: int | None, model_type: str | None) -> bool:
+    return columns == SMPLX_POSE_COLUMNS or (model_type or "").lower() == "smplx"
+
+
+def _peek(path: Path) -> tuple[int | None, str | None]:
+    """(columns of 'poses', 'surface_model_type') read from the archive's headers only; None when unknown."""
+    columns = model = None
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if "poses.npy" in names:
+                with z.open("poses.npy") as f:
+                    fmt = np.lib.format
+                    version = fmt.read_magic(f)
+                    read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                    shape, _, _ = read_header(f)
+                    columns = shape[1] if len(shape) == 2 else None
+            if "surface_model_type.npy" in names:
+                with z.open("surface_model_type.npy") as f:
+                    value = np.lib.format.read_array(f, allow_pickle=False)
+                    model = str(value.reshape(()).item()) if value.dtype.kind in "US" and value.size == 1 else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None, None  # the conversion reports unreadable files
+    return columns, model
 
 
 @dataclasses.dataclass
@@ -96,6 +136,11 @@ def convert_amass(
     files = sorted(p for p in src.rglob("*.npz") if p.is_file() and not p.resolve().is_relative_to(out_resolved))
     if not files:
         raise DatasetError(f"no .npz files under {src} (AMASS motion files with a 'poses' array)")
+    if not zero_hands:  # refuse before writing anything
+        smplx = [(p, c) for p in files for c, m in [_peek(p)] if _is_smplx(c, m)]
+        if smplx:
+            more = f" (and {len(smplx) - 1} more SMPL-X files)" if len(smplx) > 1 else ""
+            raise DatasetError(smplx_refusal(str(smplx[0][0]), smplx[0][1] or SMPLX_POSE_COLUMNS) + more)
 
     written, skipped, total = [], [], 0
     for path in files:

@@ -32,7 +32,27 @@ OPENPOSE25_NAMES = (
     "R_Hip", "R_Knee", "R_Ankle", "L_Hip", "L_Knee", "L_Ankle", "R_Eye", "L_Eye", "R_Ear", "L_Ear",
     "L_BigToe", "L_SmallToe", "L_Heel", "R_BigToe", "R_SmallToe", "R_Heel",
 )  # fmt: skip
-JOINT_FORMATS = {"coco17": COCO17_NAMES, "openpose18": OPENPOSE18_NAMES, "openpose25": OPENPOSE25_NAMES}
+#: Halpe-26 (AlphaPose's Halpe body set, also mmpose's ``halpe26``; Halpe-FullBody README "Keypoints
+#: format"): the COCO-17 order, then Head (the top of the head: J30 Head_top), Neck, Hip (the hip centre),
+#: toes and heels. Copied by name: the 17 COCO joints, Neck (Halpe's own, as OpenPose's) and Head_top;
+#: Hip, toes and heels are dropped and Pelvis is the hip mean, as for OpenPose.
+HALPE26_NAMES = COCO17_NAMES + (
+    "Head_top", "Neck", "MidHip", "L_BigToe", "R_BigToe", "L_SmallToe", "R_SmallToe", "L_Heel", "R_Heel",
+)  # fmt: skip
+_FACE68 = tuple(f"Face_{i}" for i in range(68))
+_HANDS = tuple(f"{side}_Hand_{i}" for side in ("L", "R") for i in range(21))  # root, then 4 per finger
+#: Halpe-136 (Halpe-FullBody; AlphaPose's 136-keypoint models, mmpose's ``halpe``): Halpe-26, 68 face
+#: points, 21 left-hand and 21 right-hand points. Only the body joints are used (as Halpe-26).
+HALPE136_NAMES = HALPE26_NAMES + _FACE68 + _HANDS
+#: COCO-WholeBody (133: mmpose's ``coco_wholebody``, RTMW / DWPose): COCO-17, 6 foot points, 68 face,
+#: 2 x 21 hand points. Only the COCO-17 body joints are used (Pelvis and Neck as for COCO-17).
+COCO_WHOLEBODY_NAMES = COCO17_NAMES + (
+    "L_BigToe", "L_SmallToe", "L_Heel", "R_BigToe", "R_SmallToe", "R_Heel",
+) + _FACE68 + _HANDS  # fmt: skip
+JOINT_FORMATS = {"coco17": COCO17_NAMES, "openpose18": OPENPOSE18_NAMES, "openpose25": OPENPOSE25_NAMES,
+                 "halpe26": HALPE26_NAMES, "halpe136": HALPE136_NAMES, "coco_wholebody": COCO_WHOLEBODY_NAMES}
+#: Formats without a Neck of their own: Neck = shoulder mean (confidence = product), as upstream for COCO.
+_ADD_NECK = {"coco17": True, "coco_wholebody": True}
 
 
 def map_to_j30(kp: np.ndarray, names: tuple[str, ...], add_neck: bool) -> np.ndarray:
@@ -72,8 +92,14 @@ def openpose25_to_j30(kp: np.ndarray) -> np.ndarray:
 
 
 def to_j30(kp: np.ndarray, joint_format: str) -> np.ndarray:
-    """Dispatch on ``joint_format`` ("coco17" | "openpose18" | "openpose25")."""
+    """Dispatch on ``joint_format`` (a key of :data:`JOINT_FORMATS`): (N,J,3) -> (N,30,3).
+
+    Halpe-26/136 and COCO-WholeBody map their body joints by name (tables above); their face, hand and
+    foot points have no J30 slot and are dropped.
+    """
     fn = {"coco17": coco17_to_j30, "openpose18": openpose18_to_j30, "openpose25": openpose25_to_j30}
-    if joint_format not in fn:
-        raise ValueError(f"unknown joint format {joint_format!r}; expected one of {sorted(fn)}")
-    return fn[joint_format](kp)
+    if joint_format in fn:
+        return fn[joint_format](kp)
+    if joint_format not in JOINT_FORMATS:
+        raise ValueError(f"unknown joint format {joint_format!r}; expected one of {sorted(JOINT_FORMATS)}")
+    return map_to_j30(kp, JOINT_FORMATS[joint_format], add_neck=_ADD_NECK.get(joint_format, False))

@@ -7,6 +7,7 @@ with ``allow_pickle=False``; its ``poses`` array (T, C ≥ 66) holds axis-angle 
 - C ≥ 72: SMPL joints 1..23 are columns 3:72. This is the usual AMASS → SMPL shortcut (VIBE,
   3DCrowdNet): for AMASS's SMPL+H files (C = 156) columns 66:72 are really the first finger joint of
   the left hand, not SMPL's hand joints 22/23; pass ``zero_hands=True`` to zero joints 22/23 instead.
+  AMASS SMPL-X files (C = 165: jaw and eyes at 66:75) are refused unless ``zero_hands=True``.
 - 66 ≤ C < 72: joints 1..21 from columns 3:66, joints 22/23 (hands) zero.
 
 ``frame_stride`` keeps every k-th frame (AMASS is 60–120 fps). Frames are stored as axis-angle and
@@ -74,8 +75,11 @@ def load_amass_body_poses(poses_dir: str | Path, *, zero_hands: bool = False, fr
     (SMPL joints 1..23, radians). See the module docstring for the column layout.
 
     Raises:
-        InputError: no ``.npz`` file, a file without a usable ``poses`` array, or non-finite values.
+        InputError: no ``.npz`` file, a file without a usable ``poses`` array, non-finite values, or
+            SMPL-X poses (165 columns) without ``zero_hands`` (``dpmesh train vqvae --zero-hands``).
     """
+    from ..data.convert_amass import SMPLX_POSE_COLUMNS, smplx_refusal
+
     poses_dir = Path(poses_dir)
     if not poses_dir.is_dir():
         raise InputError(f"poses directory not found: {poses_dir}")
@@ -91,11 +95,16 @@ def load_amass_body_poses(poses_dir: str | Path, *, zero_hands: bool = False, fr
                 if "poses" not in data.files:
                     raise InputError(f"{path}: no 'poses' array (has {sorted(data.files)})")
                 poses = np.asarray(data["poses"])
+                model = data["surface_model_type"] if "surface_model_type" in data.files else None
         except (ValueError, OSError) as e:  # pickled object arrays, corrupt zip
             raise InputError(f"{path}: cannot read as a plain .npz ({e})") from e
         if poses.ndim != 2 or poses.shape[1] < 66 or not np.issubdtype(poses.dtype, np.floating):
             raise InputError(f"{path}: 'poses' must be a float (T, >=66) axis-angle array, got "
                              f"{poses.dtype} {poses.shape}")
+        smplx = poses.shape[1] == SMPLX_POSE_COLUMNS or (
+            model is not None and model.dtype.kind in "US" and str(model.reshape(-1)[0]).lower() == "smplx")
+        if smplx and not zero_hands:
+            raise InputError(smplx_refusal(str(path), poses.shape[1], "--zero-hands (zero_hands=True)"))
         poses = poses[::frame_stride]
         body = np.zeros((poses.shape[0], 23, 3), dtype=np.float32)
         n_joints = 23 if poses.shape[1] >= 72 and not zero_hands else 21

@@ -12,6 +12,7 @@ one way a weights directory is written.
     DIR/regressor/   Regressor                                       config.json + model.safetensors
     DIR/pose_decoder/ VPoser or VQ-VAE decoder                       config.json + model.safetensors
     DIR/smpl/SMPL_NEUTRAL.npz              SMPL neutral (dpmesh weights import-smpl)
+    DIR/smpl/SMPL_NEUTRAL.pkl              optional: the same for smplx and other SMPL tools (import-smpl --pkl)
     DIR/smpl/J_regressor_extra.npy         optional: head-top joint (row 3)
     DIR/smpl/J_regressor_h36m.npy          optional: the 17 H36M joints for dpmesh evaluate
     DIR/detectors/                         mmpose detector checkpoints (dpmesh weights fetch)
@@ -39,10 +40,13 @@ if TYPE_CHECKING:
 PIPELINE_CONFIG_NAME = "pipeline.json"
 SMPL_DIR = "smpl"
 SMPL_FILE = "SMPL_NEUTRAL.npz"
+#: The chumpy-free pickle of the same model for smplx / other SMPL tools (``import-smpl --pkl``); smplx's
+#: own folder convention (``smplx.create(DIR, model_type="smpl", gender="neutral")`` reads it).
+SMPL_PKL_FILE = "SMPL_NEUTRAL.pkl"
 EXTRA_REGRESSOR_FILE = "J_regressor_extra.npy"
 H36M_REGRESSOR_FILE = "J_regressor_h36m.npy"
 #: Files that travel with SMPL when a weights directory is copied or exported (used when present).
-OPTIONAL_SMPL_FILES = (EXTRA_REGRESSOR_FILE, H36M_REGRESSOR_FILE)
+OPTIONAL_SMPL_FILES = (EXTRA_REGRESSOR_FILE, H36M_REGRESSOR_FILE, SMPL_PKL_FILE)
 DETECTORS_DIR = "detectors"
 
 
@@ -94,6 +98,11 @@ def backbone_folders(root: str | Path) -> dict[str, Path]:
 def smpl_file(root: str | Path) -> Path:
     """``root/smpl/SMPL_NEUTRAL.npz``."""
     return Path(root) / SMPL_DIR / SMPL_FILE
+
+
+def smpl_pkl_file(root: str | Path) -> Path:
+    """``root/smpl/SMPL_NEUTRAL.pkl`` (optional, for smplx)."""
+    return Path(root) / SMPL_DIR / SMPL_PKL_FILE
 
 
 def detectors_dir(root: str | Path) -> Path:

@@ -6,7 +6,11 @@ user imports it once::
     dpmesh weights import-smpl /path/to/SMPL_NEUTRAL.pkl --weights DIR
 
 which writes ``DIR/smpl/SMPL_NEUTRAL.npz``: plain arrays, no pickle, no chumpy, readable with
-``np.load(allow_pickle=False)`` (layout: :mod:`dpmesh_infer.models.body_io`).
+``np.load(allow_pickle=False)`` (layout: :mod:`dpmesh_infer.models.body_io`). With ``--pkl`` it also
+writes ``DIR/smpl/SMPL_NEUTRAL.pkl`` for smplx and other SMPL tools (:func:`write_smpl_pkl`: the
+official file's layout with chumpy replaced by plain numpy arrays, ``J_regressor`` a scipy.sparse matrix
+as in the official file): ``smplx.SMPL(model_path="DIR/smpl/SMPL_NEUTRAL.pkl")`` or
+``smplx.create("DIR", model_type="smpl", gender="neutral")``.
 
 Official ``.pkl`` files were pickled by Python 2 and contain chumpy ``Ch`` objects and
 ``scipy.sparse`` matrices. They are read with a *restricted* unpickler: only an allowlist of
@@ -32,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from ..atomic import write_with
-from ..errors import WeightsError
+from ..errors import OutputConflictError, WeightsError
 from ..models.body_io import SMPL_ARRAY_KEYS, read_regressor_npy, read_smpl_npz, validate_smpl_arrays, write_smpl_npz
-from .layout import EXTRA_REGRESSOR_FILE, SMPL_DIR, SMPL_FILE, fix_command
+from .layout import EXTRA_REGRESSOR_FILE, SMPL_DIR, SMPL_FILE, SMPL_PKL_FILE, fix_command
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +285,8 @@ def read_smpl_source(src: str | Path) -> dict[str, np.ndarray]:
     return validate_smpl_arrays(raw, where=str(src))
 
 
-def import_smpl(src: str | Path, weights_dir: str | Path, extra_regressor: str | Path | None = None) -> Path:
+def import_smpl(src: str | Path, weights_dir: str | Path, extra_regressor: str | Path | None = None, *,
+                pkl: bool = False) -> Path:
     """Validate the SMPL neutral model at ``src`` and store a clean copy under ``weights_dir/smpl/``.
 
     Args:
@@ -290,6 +295,7 @@ def import_smpl(src: str | Path, weights_dir: str | Path, extra_regressor: str |
         weights_dir: the weights directory DIR; writes ``DIR/smpl/SMPL_NEUTRAL.npz``.
         extra_regressor: optional ``J_regressor_extra.npy`` (k, 6890), validated and copied to
             ``DIR/smpl/J_regressor_extra.npy`` (row 3 gives the head-top joint).
+        pkl: also write ``DIR/smpl/SMPL_NEUTRAL.pkl`` (:func:`write_smpl_pkl`) for smplx and other tools.
 
     Returns:
         The path of the written ``SMPL_NEUTRAL.npz``.
@@ -297,8 +303,13 @@ def import_smpl(src: str | Path, weights_dir: str | Path, extra_regressor: str |
     Raises:
         WeightsError: unreadable, refused (disallowed pickle content) or wrong model, with what was
             found and what is expected.
+        OutputConflictError: with ``pkl``, the source is the ``SMPL_NEUTRAL.pkl`` that would be written.
     """
     src_path = _resolve_source(Path(src))
+    pkl_path = smpl_folder(weights_dir) / SMPL_PKL_FILE
+    if pkl and pkl_path.exists() and src_path.resolve() == pkl_path.resolve():
+        raise OutputConflictError(f"{src_path} is the file --pkl would write ({pkl_path}); import from a copy "
+                                  "elsewhere, or leave out --pkl")
     _warn_if_gendered(src_path.name)
     arrays = read_smpl_source(src_path)
     extra = _read_extra(extra_regressor) if extra_regressor is not None else None
@@ -307,8 +318,49 @@ def import_smpl(src: str | Path, weights_dir: str | Path, extra_regressor: str |
     out = write_smpl_npz(arrays, folder / SMPL_FILE, source_name=src_path.name, source_sha256=digest)
     if extra is not None:
         write_with(folder / EXTRA_REGRESSOR_FILE, lambda fh: np.save(fh, extra, allow_pickle=False))
+    if pkl:
+        write_smpl_pkl(arrays, pkl_path)
     logger.info("imported SMPL neutral model from %s into %s", src_path, out)
     return out
+
+
+#: Pickle protocol of SMPL_NEUTRAL.pkl: 2 (no protocol-5 ``numpy._core.numeric._frombuffer`` reference,
+#: so numpy >= 1.26.1 loads it as well as numpy 2).
+SMPL_PKL_PROTOCOL = 2
+
+
+def write_smpl_pkl(arrays: dict[str, np.ndarray], path: str | Path) -> Path:
+    """Atomically write validated SMPL ``arrays`` as a chumpy-free ``SMPL_NEUTRAL.pkl`` that ``smplx.SMPL``
+    and a plain ``pickle.load(f, encoding="latin1")`` read without chumpy.
+
+    Layout of the official ``basicModel_neutral_lbs_10_207_0_v1.0.0.pkl`` with every chumpy array replaced
+    by a plain ndarray: ``v_template`` (6890, 3), ``shapedirs`` (6890, 3, 10), ``posedirs`` (6890, 3, 207),
+    ``weights`` (6890, 24), ``J`` (24, 3) rest joints = J_regressor @ v_template (float64, the official
+    dtype, holding our float32 values exactly), ``J_regressor`` a ``scipy.sparse.csc_matrix`` (24, 6890),
+    ``kintree_table`` (2, 24) uint32 with the root's parent 4294967295, ``f`` (13776, 3) uint32,
+    ``bs_style`` "lbs", ``bs_type`` "lrotmin". Loading needs numpy and scipy >= 1.8 (numpy >= 1.26.1).
+    """
+    import scipy.sparse as sp
+
+    a = {k: np.asarray(v) for k, v in arrays.items()}
+    kintree = a["kintree_table"].astype(np.int64)
+    kintree[0, 0] = 4294967295
+    v_template = a["v_template"].astype(np.float64)
+    jreg = a["J_regressor"].astype(np.float64)
+    data = {
+        "v_template": v_template,
+        "shapedirs": a["shapedirs"].astype(np.float64),
+        "posedirs": a["posedirs"].astype(np.float64),
+        "weights": a["weights"].astype(np.float64),
+        "J_regressor": sp.csc_matrix(jreg),
+        "J": jreg @ v_template,
+        "kintree_table": kintree.astype(np.uint32),
+        "f": a["f"].astype(np.uint32),
+        "bs_style": "lbs",
+        "bs_type": "lrotmin",
+    }
+    write_with(Path(path), lambda fh: pickle.dump(data, fh, protocol=SMPL_PKL_PROTOCOL))
+    return Path(path)
 
 
 # -------------------------------------------------------------------------------------------------

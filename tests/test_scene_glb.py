@@ -1,0 +1,296 @@
+"""scene.glb: the photo's camera, vertex normals, a material per person, bufferView targets, the optional
+photo quad; checked with the Khronos glTF validator, reloaded with trimesh, and rendered with its own
+camera against the overlay (render.Renderer) on closed test bodies.
+
+The Khronos validator is the npm package ``gltf-validator`` run with node; ``bash install.sh`` installs it
+into ``${XDG_CACHE_HOME:-~/.cache}/dpmesh/gltf-validator`` (``$DPMESH_GLTF_VALIDATOR_DIR`` overrides).
+"""
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpmesh_infer.export import ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER, save_mesh, save_result
+from dpmesh_infer.outputs import ImageResult, Person
+from dpmesh_infer.render import person_colors
+
+#: where install.sh put the validator (read at import: the tests' fixture points XDG_CACHE_HOME elsewhere)
+_VALIDATOR_ROOTS = [Path(p) for p in (os.environ.get("DPMESH_GLTF_VALIDATOR_DIR"),) if p] + [
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dpmesh" / "gltf-validator",
+    Path.home() / ".cache" / "dpmesh" / "gltf-validator"]
+W, H = 320, 240
+K = np.array([[300.0, 0.0, W / 2], [0.0, 300.0, H / 2], [0.0, 0.0, 1.0]])
+
+
+def _person(vertices):
+    z = np.zeros
+    return Person(np.asarray(vertices, np.float32), z((30, 3)), z(3), z((23, 3)), z(10), z(3), z((30, 3)),
+                  z((30, 2)), z(4))
+
+
+def closed_bodies():
+    """Two closed, watertight stand-in bodies (capsule torso+head, box) overlapping in the view: (result, faces)
+    with both meshes sharing one face array, as SMPL meshes do."""
+    import trimesh
+
+    a = trimesh.creation.capsule(height=1.2, radius=0.3, count=[24, 24])
+    assert a.is_watertight
+    # one topology for both people: the second is the capsule scaled (still closed)
+    rot = trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0])[:3, :3]  # capsule axis along y
+    va = a.vertices @ rot.T + [-0.35, 0.0, 4.0]
+    vb = a.vertices @ rot.T * [1.1, 0.8, 1.1] + [0.45, 0.25, 5.5]
+    return ImageResult([_person(va), _person(vb)], K.copy(), (W, H), source="test.jpg"), np.asarray(a.faces)
+
+
+def glb_json(path: Path) -> dict:
+    """The JSON chunk of a .glb (glTF 2.0 spec, "Binary glTF Layout")."""
+    data = path.read_bytes()
+    magic, version, _ = struct.unpack_from("<III", data, 0)
+    length, kind = struct.unpack_from("<II", data, 12)
+    assert magic == 0x46546C67 and version == 2 and kind == 0x4E4F534A
+    return json.loads(data[20:20 + length])
+
+
+# ------------------------------------------------------------------------------------------ validator
+
+def _validator() -> tuple[str, Path]:
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("node is not installed: the Khronos glTF validator (npm gltf-validator) cannot run "
+                    "(bash install.sh installs Debian's nodejs and the validator)")
+    roots = list(dict.fromkeys(_VALIDATOR_ROOTS))
+    for root in roots:
+        pkg = root / "node_modules" / "gltf-validator"
+        if (pkg / "package.json").is_file():
+            return node, pkg
+    pytest.fail("node is installed but the Khronos glTF validator is not: run install.sh's install_gltf_validator "
+                "(npm install --prefix ~/.cache/dpmesh/gltf-validator gltf-validator), or set "
+                f"DPMESH_GLTF_VALIDATOR_DIR; looked in {', '.join(map(str, roots))}")
+
+
+_VALIDATE_JS = """
+const fs = require('fs');
+const validator = require(process.argv[1]);
+validator.validateBytes(new Uint8Array(fs.readFileSync(process.argv[2])), {maxIssues: 200})
+  .then(r => { process.stdout.write(JSON.stringify(r.issues)); })
+  .catch(e => { process.stderr.write(String(e)); process.exit(2); });
+"""
+
+
+def validate(path: Path) -> dict:
+    node, pkg = _validator()
+    r = subprocess.run([node, "-e", _VALIDATE_JS, str(pkg), str(path)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_khronos_validator_reports_nothing(tmp_path):
+    result, faces = closed_bodies()
+    plain = save_mesh(result, faces, tmp_path / "scene.glb")
+    issues = validate(plain)
+    assert (issues["numErrors"], issues["numWarnings"], issues["numInfos"], issues["numHints"]) == (0, 0, 0, 0), \
+        issues["messages"]
+    photo = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    with_photo = save_mesh(result, faces, tmp_path / "photo.glb", photo=photo)
+    issues = validate(with_photo)
+    assert (issues["numErrors"], issues["numWarnings"], issues["numInfos"], issues["numHints"]) == (0, 0, 0, 0), \
+        issues["messages"]
+
+
+# ------------------------------------------------------------------------------------------ content
+
+def test_glb_content_and_trimesh_reload(tmp_path):
+    import trimesh
+
+    result, faces = closed_bodies()
+    path = save_mesh(result, faces, tmp_path / "scene.glb")
+    tree = glb_json(path)
+    cam = tree["cameras"][0]
+    assert cam["type"] == "perspective"
+    assert cam["perspective"]["yfov"] == pytest.approx(2 * np.arctan(H / 2 / 300.0))
+    assert cam["perspective"]["aspectRatio"] == pytest.approx(W / H)
+    assert cam["perspective"]["znear"] > 0 and cam["perspective"]["zfar"] > 5.5
+    assert cam["extras"]["K"] == K.tolist() and cam["extras"]["image_size"] == [W, H]
+    (cam_node,) = [n for n in tree["nodes"] if "camera" in n]
+    assert not {"matrix", "rotation", "translation"} & set(cam_node)  # at the origin, looking along -z
+    assert tree["nodes"].index(cam_node) in tree["scenes"][0]["nodes"]
+    colors = person_colors(2)
+    for i, mesh in enumerate(tree["meshes"]):
+        (prim,) = mesh["primitives"]
+        assert {"POSITION", "NORMAL"} <= set(prim["attributes"])
+        mat = tree["materials"][prim["material"]]
+        np.testing.assert_allclose(mat["pbrMetallicRoughness"]["baseColorFactor"][:3], colors[i], atol=1 / 255)
+        assert mat["pbrMetallicRoughness"]["metallicFactor"] == 0
+        for acc in prim["attributes"].values():
+            assert tree["bufferViews"][tree["accessors"][acc]["bufferView"]]["target"] == ARRAY_BUFFER
+        assert tree["bufferViews"][tree["accessors"][prim["indices"]]["bufferView"]]["target"] == ELEMENT_ARRAY_BUFFER
+    assert tree["asset"]["extras"]["dpmesh"]["schema_version"] == 1
+    assert len({m["name"] for m in tree["materials"]}) == 2  # distinct materials
+
+    scene = trimesh.load(path)
+    assert scene.camera is not None and set(scene.geometry) == {"person_00", "person_01"}
+    for i, p in enumerate(result.persons):
+        geom = scene.geometry[f"person_{i:02d}"]
+        np.testing.assert_allclose(geom.vertices, p.vertices * [1, -1, -1], atol=1e-6)  # glTF frame
+        np.testing.assert_array_equal(geom.faces, faces)
+        # outward normals in the file agree with the geometry (winding kept)
+        assert np.mean(np.sum(geom.vertex_normals * (geom.vertices - geom.vertices.mean(0)), axis=1) > 0) > 0.99
+
+
+def test_photo_quad_and_cli_option_values(tmp_path):
+    result, faces = closed_bodies()
+    photo = np.zeros((H, W, 3), np.uint8)
+    photo[: H // 2] = (250, 10, 10)
+    photo[H // 2:] = (10, 10, 250)
+    path = save_result(result, faces, tmp_path / "s.glb", photo=photo, photo_depth=9.0)
+    tree = glb_json(path)
+    (mat,) = [m for m in tree["materials"] if m["name"] == "photo"]
+    assert "KHR_materials_unlit" in mat["extensions"] and "KHR_materials_unlit" in tree["extensionsUsed"]
+    assert tree["asset"]["extras"]["dpmesh"]["photo_depth_m"] == 9.0
+    (img,) = tree["images"]
+    assert img["mimeType"] == "image/jpeg"
+    import trimesh
+
+    quad = trimesh.load(path).geometry["photo"]
+    assert np.allclose(quad.vertices[:, 2], -9.0)  # glTF frame: 9 m in front of the camera
+    x = (np.array([-0.5, W - 0.5]) - W / 2) / 300.0 * 9.0
+    np.testing.assert_allclose(sorted(set(np.round(quad.vertices[:, 0], 6))), np.round(x, 6))
+    auto = glb_json(save_mesh(result, faces, tmp_path / "auto.glb", photo=photo))
+    far = max(float(np.asarray(p.vertices)[:, 2].max()) for p in result.persons)
+    assert auto["asset"]["extras"]["dpmesh"]["photo_depth_m"] == pytest.approx(far + 1.0)
+    from dpmesh_infer.errors import InputError
+
+    with pytest.raises(InputError, match="photo is 10x10"):
+        save_mesh(result, faces, tmp_path / "x.glb", photo=np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(InputError, match="depth must be > 0"):
+        save_mesh(result, faces, tmp_path / "x.glb", photo=photo, photo_depth=-1.0)
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+@pytest.fixture(scope="module")
+def renderer():
+    from dpmesh_infer.errors import RenderError
+    from dpmesh_infer.render import Renderer
+
+    try:
+        r = Renderer()
+    except RenderError as e:
+        pytest.skip(f"no headless renderer: {e}")
+    yield r
+    r.close()
+
+
+def render_glb_with_its_camera(renderer, path: Path, size=(W, H)):
+    """Render a .glb with pyrender, every mesh at its node's transform, through the file's own camera
+    (yfov, aspectRatio, znear, zfar as written; the camera node's pose). Returns (color, depth)."""
+    import trimesh
+
+    pyrender = renderer._pyrender
+    tree = glb_json(path)
+    (cam_node,) = [n for n in tree["nodes"] if "camera" in n]
+    persp = tree["cameras"][cam_node["camera"]]["perspective"]
+    pose = np.asarray(cam_node.get("matrix", np.eye(4).reshape(-1)), float).reshape(4, 4).T
+
+    def draw():
+        tm = trimesh.load(path)
+        scene = pyrender.Scene(bg_color=[0, 0, 0, 0], ambient_light=(0.3, 0.3, 0.3))
+        for node in tm.graph.nodes_geometry:
+            transform, geom = tm.graph[node]
+            scene.add(pyrender.Mesh.from_trimesh(tm.geometry[geom]), pose=transform)
+        scene.add(pyrender.PerspectiveCamera(yfov=persp["yfov"], aspectRatio=persp["aspectRatio"],
+                                             znear=persp["znear"], zfar=persp.get("zfar")), pose=pose)
+        scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=2.0), pose=np.eye(4))
+        r = renderer._r  # the renderer's own offscreen context (a second EGL context would unbind it)
+        r.viewport_width, r.viewport_height = size
+        return r.render(scene)
+
+    return renderer._pool.submit(draw).result()  # on the renderer's GL thread
+
+
+def iou(a, b):
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_glb_camera_reproduces_the_overlay_framing(renderer, tmp_path):
+    """Done-when check: scene.glb rendered with its own camera covers the overlay's people (IoU >= 0.9)."""
+    from PIL import Image
+
+    from dpmesh_infer.batch import write_image_outputs
+
+    result, faces = closed_bodies()
+    black = np.zeros((H, W, 3), np.uint8)
+    write_image_outputs(result, faces, tmp_path / "img", image=black, renderer=renderer)  # the folder-run writer
+    overlay = np.asarray(Image.open(tmp_path / "img" / "overlay.png"))
+    overlay_sil = overlay.max(axis=2) > 0
+    _, depth = render_glb_with_its_camera(renderer, tmp_path / "img" / "scene.glb")
+    glb_sil = depth > 0
+    assert overlay_sil.mean() > 0.08  # the bodies fill a good part of the frame
+    print("IoU scene.glb vs overlay.png:", iou(overlay_sil, glb_sil))
+    assert iou(overlay_sil, glb_sil) >= 0.9, iou(overlay_sil, glb_sil)
+
+    # an off-centre principal point: glTF cannot express it; the view is the photo's shifted by the offset
+    shifted = ImageResult(result.persons, K + [[0, 0, 24.0], [0, 0, -16.0], [0, 0, 0]], (W, H))
+    out = save_mesh(shifted, faces, tmp_path / "off.glb")
+    assert glb_json(out)["cameras"][0]["extras"]["principal_point_offset_px"] == [24.5, -15.5]
+    truth = renderer.overlay(black, shifted, faces).max(axis=2) > 0
+    _, depth = render_glb_with_its_camera(renderer, out)
+    moved = np.roll(depth > 0, (-16, 24), axis=(0, 1))  # back by the offset (rounded)
+    assert iou(truth, moved) >= 0.9 > iou(truth, depth > 0) + 0.02
+
+
+def test_photo_quad_fills_the_view_behind_the_people(renderer, tmp_path):
+    result, faces = closed_bodies()
+    photo = np.zeros((H, W, 3), np.uint8)
+    photo[: H // 2] = (250, 10, 10)
+    photo[H // 2:] = (10, 10, 250)
+    path = save_mesh(result, faces, tmp_path / "p.glb", photo=photo)
+    color, depth = render_glb_with_its_camera(renderer, path)
+    # the quad covers the whole view (pyrender's raster is a pixel off the OpenCV convention in y: render.py)
+    assert (depth[1:-1, 1:-1] > 0).all() and (depth > 0).mean() > 0.99
+    people = render_glb_with_its_camera(renderer, save_mesh(result, faces, tmp_path / "n.glb"))[1] > 0
+    photo_depth = glb_json(path)["asset"]["extras"]["dpmesh"]["photo_depth_m"]
+    assert depth[people].max() < photo_depth - 0.5  # the people are drawn in front of the photo
+    bg = ~people
+    top, bottom = color[: H // 2][bg[: H // 2]].astype(int), color[H // 2:][bg[H // 2:]].astype(int)
+    assert (top[:, 0] > top[:, 2]).mean() > 0.95 and (bottom[:, 2] > bottom[:, 0]).mean() > 0.95  # upright
+
+
+def test_predict_glb_photo_option(tiny_weights, scene, tmp_path):
+    import trimesh
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from dpmesh_infer.cli import app
+
+    image, kp = scene
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(image).save(photos / "a.png")
+    kp_file = tmp_path / "kp.json"
+    kp_file.write_text(json.dumps([{"keypoints": k.reshape(-1).tolist(), "score": 0.9} for k in kp]))
+
+    def run(*args):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    r = run("predict", photos, "-k", kp_file, "-w", tiny_weights, "-o", tmp_path / "out", "--glb-photo-depth", "30",
+            "-q")
+    assert r.exit_code == 0, r.output
+    glb = tmp_path / "out" / "a" / "scene.glb"
+    assert set(trimesh.load(glb).geometry) == {"person_00", "person_01", "photo"}
+    assert glb_json(glb)["asset"]["extras"]["dpmesh"]["photo_depth_m"] == 30.0
+    r = run("predict", photos / "a.png", "-k", kp_file, "-w", tiny_weights, "-o", tmp_path / "a.glb", "--glb-photo")
+    assert r.exit_code == 0, r.output
+    assert "photo" in trimesh.load(tmp_path / "a.glb").geometry
+    r = run("predict", photos / "a.png", "-k", kp_file, "-w", tiny_weights, "-o", tmp_path / "a.obj", "--glb-photo")
+    assert r.exit_code == 2 and "--glb-photo puts the photo into a .glb file" in r.output
+    r = run("predict", photos / "a.png", "-k", kp_file, "-w", tiny_weights, "-o", tmp_path / "b.glb",
+            "--glb-photo-depth", "-2")
+    assert r.exit_code == 2 and "--glb-photo-depth must be a positive" in r.output
