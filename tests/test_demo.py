@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -231,12 +232,16 @@ def test_missing_weights_say_what_and_how_to_fix(tmp_path, examples):
         assert any(f.startswith("dpmesh weights convert-official") for f in st.fixes)
         assert any(f.startswith("dpmesh weights import-smpl") for f in st.fixes)
         r = run_demo(svc, [examples.photos[0]], _kp_options(examples))
-        assert "is incomplete; missing:" in _errors(r) and "dpmesh weights convert-official" in _errors(r)
+        assert _errors(r).startswith(f"No usable weights: the weights directory {empty} (--weights) is incomplete: "
+                                     "16 required files missing.\nFix with:\n    dpmesh weights convert-official")
+        assert "dpmesh weights import-smpl" in _errors(r) and "dpmesh selftest --keep" in _errors(r)
         page = status_html(svc)
         assert "cannot run" in page and "dpmesh weights import-smpl" in page and "dpmesh selftest --keep" in page
+        assert f"{empty}/regressor/model.safetensors" in page  # the full list, in a <details>
     with DemoService(tmp_path / "nowhere", device="cpu", work_dir=tmp_path / "w2") as svc:
-        assert not svc.status.ready and "does not exist" in svc.status.message
-        assert "dpmesh weights convert-official" in svc.status.message
+        assert not svc.status.ready and "(given with --weights) does not exist" in svc.status.summary
+        assert svc.status.fixes[0].startswith("dpmesh weights convert-official")
+        assert "does not exist" in _errors(run_demo(svc, [examples.photos[0]], _kp_options(examples)))
 
 
 def test_trained_weights_have_no_untrained_warning(tiny_weights, tmp_path, examples):
@@ -343,6 +348,9 @@ def test_busy_port_is_a_usage_error(tiny_weights, tmp_path):
 
 # ------------------------------------------------------------------------------------------ the served app
 
+MAX_PIXELS = 1_000_000  # of the served demo (--max-pixels); uploads over 1 MB are refused (--max-file-size)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -360,7 +368,8 @@ def served(tiny_weights, tmp_path_factory):
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "dpmesh_infer", "demo", "--weights", str(tiny_weights),
-                                 "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+                                 "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--max-pixels",
+                                 str(MAX_PIXELS), "--max-file-size", "1mb", "--queue-size", "4"],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -395,9 +404,14 @@ def test_api_through_gradio_client(served, examples, tmp_path):
 
     url, _ = served
     client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
-    out = client.predict(images=[handle_file(str(examples.photos[1]))], keypoint_file=handle_file(
-        str(examples.keypoints)), camera="fov", camera_value=65, api_name="/run")
-    html, keypoints, overlay, side, glb, _pick, table, bundle = out
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG but not really")
+    kp = handle_file(str(examples.keypoints))
+    # two requests at once: both answered (queued; one run at a time: test_app_is_queued_one_run_at_a_time)
+    jobs = [client.submit(images=[handle_file(str(examples.photos[1]))], keypoint_file=kp, camera="fov",
+                          camera_value=65, api_name="/run"),
+            client.submit(images=[handle_file(str(broken))], keypoint_file=kp, api_name="/run")]
+    (html, keypoints, overlay, side, glb, _pick, table, bundle), failed = [job.result(timeout=300) for job in jobs]
     assert "2 people reconstructed in 1 of 1 photo" in html and "Untrained" in html
     for gallery in (keypoints, overlay, side):
         assert len(gallery) == 1 and gallery[0]["caption"] == "plaza.png" and Path(gallery[0]["image"]).is_file()
@@ -407,13 +421,36 @@ def test_api_through_gradio_client(served, examples, tmp_path):
     with zipfile.ZipFile(bundle) as z:
         people = json.loads(z.read("dpmesh-results/plaza/people.json"))
     assert people["focal_source"].startswith("--fov 65 deg") and len(people["persons"]) == 2
-    broken = tmp_path / "broken.png"
-    broken.write_bytes(b"\x89PNG but not really")
-    out = client.predict(images=[handle_file(str(broken))], keypoint_file=handle_file(str(examples.keypoints)),
-                         api_name="/run")
-    assert "broken.png: cannot read image" in out[0] and out[-1] is None and out[1] == []
+    assert "broken.png: cannot read image" in failed[0] and failed[-1] is None and failed[1] == []
+
     out = client.predict(images=[handle_file(str(examples.photos[0]))], keypoint_file=None, api_name="/run")
     assert "keypoint detector cannot run" in out[0] and out[-1] is None  # no detector weights here
+
+    large = tmp_path / "large.png"  # 1.2 M pixels, a small file: refused by the pixel limit of the CLI
+    Image.new("RGB", (1200, 1000)).save(large)
+    out = client.predict(images=[handle_file(str(large))], keypoint_file=kp, api_name="/run")
+    assert f"large.png: 1200x1000 pixels exceeds the limit of {MAX_PIXELS} pixels" in out[0]
+    heavy = tmp_path / "heavy.png"  # over --max-file-size: the server refuses the upload itself
+    heavy.write_bytes(os.urandom(1_200_000))
+    boundary = "dpmeshtestboundary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="heavy.png"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode() + heavy.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(url + "gradio_api/upload", data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=60)
+    assert e.value.code == 413
+
+
+def test_app_is_queued_one_run_at_a_time(service, examples):
+    pytest.importorskip("gradio")
+    from dpmesh_infer.demo.app import build_app
+
+    app = build_app(service, examples=examples, queue_size=3)
+    assert app._queue.max_size == 3
+    (run,) = [fn for fn in app.fns.values() if fn.api_name == "run"]
+    assert run.concurrency_limit == 1 and run.queue
+    assert [fn.api_name for fn in app.fns.values() if fn.api_visibility == "public"] == ["run"]
 
 
 def _chrome(download_dir: Path, profile: Path):

@@ -79,8 +79,9 @@ def demo(
     try:
         status = service.load()
         if not status.ready:
-            err_console.print(f"[yellow]warning:[/] no usable weights; the page says so:\n{status.message}",
-                              highlight=False, markup=False)
+            err_console.print("[yellow]warning:[/] no usable weights (the page says so, and runs fail):",
+                              highlight=False)
+            err_console.print(status.message, highlight=False, markup=False)
         examples = write_examples(service.work / "examples")
         page = build_app(service, examples=examples, queue_size=queue_size)
         url = launch(page, service, host=host, port=port, share=share, max_file_size=max_file_size)

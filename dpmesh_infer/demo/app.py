@@ -42,6 +42,7 @@ TITLE = "DPMesh: 3D people from crowd photos"
 CSS = """
 .dpm-msg { border-radius: 6px; padding: 8px 12px; margin: 4px 0; border-left: 5px solid; }
 .dpm-msg p, .dpm-msg pre { margin: 2px 0; }
+.dpm-msg code { font-size: 0.9em; }
 .dpm-msg pre { white-space: pre-wrap; font-size: 0.85em; background: transparent; border: 0; padding: 0; }
 .dpm-error { background: #fdecea; border-color: #d93025; color: #5f1410; }
 .dpm-warning { background: #fff4e5; border-color: #f29900; color: #5c3b00; }
@@ -53,6 +54,11 @@ CSS = """
 
 _CODE = re.compile(r"`([^`]+)`")
 _LABELS = {"error": "Error:", "warning": "Warning:", "info": "Done:", "ready": "Model:"}
+
+
+def _code(escaped: str) -> str:
+    """`spans` of already escaped text as <code>."""
+    return _CODE.sub(r"<code>\1</code>", escaped)
 
 
 def require_gradio():
@@ -80,16 +86,25 @@ def messages_html(messages: list[Message]) -> str:
         if "\n" in m.text:
             body = f"<pre>{text}</pre>"
         else:
-            body = "<p>" + _CODE.sub(r"<code>\1</code>", text) + "</p>"
+            body = f"<p>{_code(text)}</p>"
         parts.append(f'<div class="dpm-msg dpm-{m.level}"><strong>{_LABELS.get(m.level, "")}</strong>{body}</div>')
     return "\n".join(parts)
 
 
 def status_html(service) -> str:
     """The banner at the top of the page: what the model is, untrained, or what is missing and the fix."""
+    from .service import GET_WEIGHTS_HINT
+
     st = service.status
     if not st.ready:
-        return messages_html([Message("error", "The demo cannot run: no usable weights.\n\n" + st.message)])
+        e = html.escape
+        fixes = "".join(f"<pre>{e(f)}</pre>" for f in st.fixes)
+        return (f'<div class="dpm-msg dpm-error"><strong>The demo cannot run: no usable weights.</strong>'
+                f"<p>{e(st.summary[:1].upper() + st.summary[1:])}.</p>"
+                + (f"<p>Fix with:</p>{fixes}" if fixes else "")
+                + f"<p>{_code(e(GET_WEIGHTS_HINT))}</p>"
+                f"<details><summary>Details: every missing file and where the demo looked</summary>"
+                f"<pre>{e(st.message)}</pre></details></div>")
     return messages_html([Message("warning" if st.untrained else "ready", st.message)])
 
 

@@ -224,7 +224,7 @@ def run_demo(service, images: Sequence[str | Path] | None, options: DemoOptions 
     say = progress or (lambda fraction, text: None)
     status = service.status
     if not status.ready:
-        return DemoResult.failed(status.message)
+        return DemoResult.failed(status.problem())
     head = [Message("warning", UNTRAINED_RUN_NOTE)] if status.untrained else []
     paths = [Path(p) for p in (images or []) if p]
     if not paths:

@@ -50,18 +50,26 @@ class WeightsStatus:
         untrained: the weights are untrained stand-ins (``pipeline.json`` says so).
         root: the weights directory that was used or looked at (None when none was found).
         source: how it was chosen ("--weights", "$DPMESH_WEIGHTS", "user cache"), or "".
-        message: for the page: what is loaded, or what is wrong and the commands that fix it.
+        summary: one line: what is loaded, or what is wrong.
+        message: the whole story (every missing file, where it looked, the fixes), as the CLI prints it.
         missing: the required files absent from ``root`` (relative paths).
-        fixes: the commands that create them (each once).
+        fixes: the commands that fix it (each once).
     """
 
     ready: bool
     untrained: bool = False
     root: Path | None = None
     source: str = ""
+    summary: str = ""
     message: str = ""
     missing: tuple[str, ...] = ()
     fixes: tuple[str, ...] = ()
+
+    def problem(self) -> str:
+        """What a run says when the weights are not usable: the summary, the fixes, the stand-in hint."""
+        fixes = "".join(f"\n    {f}" for f in self.fixes)
+        return (f"No usable weights: {self.summary}." + (f"\nFix with:{fixes}" if fixes else "")
+                + f"\n{GET_WEIGHTS_HINT}")
 
 
 @dataclass
@@ -128,15 +136,15 @@ class DemoService:
     def pipe(self):
         """The loaded :class:`~dpmesh_infer.pipeline.Pipeline` (WeightsError when the status is not ready)."""
         if not self.status.ready:
-            raise WeightsError(self.status.message)
+            raise WeightsError(self.status.problem())
         return self._pipe
 
     def load(self) -> WeightsStatus:
         """Find and load the weights once. A weights problem becomes the status message (the page shows
         it); a bad ``device``/``dtype`` raises InputError (a usage error of ``dpmesh demo``)."""
         from ..pipeline import Pipeline
-        from ..weights.layout import fix_command, missing_files, missing_message
-        from ..weights.resolve import resolve_weights_dir
+        from ..weights.layout import FIX_CONVERT, FIX_SMPL, fix_command, missing_files, missing_message
+        from ..weights.resolve import ENV_VAR, resolve_weights_dir
 
         with self.lock:
             if self._status is not None:
@@ -144,28 +152,39 @@ class DemoService:
             try:
                 loc = resolve_weights_dir(self.weights)
             except WeightsError as e:
-                self._status = WeightsStatus(ready=False, message=f"{e}\n\n{GET_WEIGHTS_HINT}")
+                if self.weights is not None:
+                    where = Path(self.weights).expanduser()
+                    summary = f"the weights directory {where} (given with --weights) does not exist"
+                    fixes = (FIX_CONVERT.format(dir=where), FIX_SMPL.format(dir=where))
+                else:
+                    summary = f"no weights directory found (--weights, ${ENV_VAR}, ~/.cache/dpmesh)"
+                    fixes = (FIX_CONVERT.format(dir="DIR"), FIX_SMPL.format(dir="DIR"),
+                             "then: dpmesh demo --weights DIR")
+                self._status = WeightsStatus(ready=False, summary=summary, message=str(e), fixes=fixes)
                 return self._status
             missing = missing_files(loc.path)
             if missing:
-                fixes = tuple(dict.fromkeys(fix_command(m, loc.path) for m in missing))
-                msg = missing_message(loc.path, loc.source, missing, loc.searched)
-                self._status = WeightsStatus(ready=False, root=loc.path, source=loc.source,
-                                             message=f"{msg}\n\n{GET_WEIGHTS_HINT}", missing=tuple(missing),
-                                             fixes=fixes)
+                self._status = WeightsStatus(
+                    ready=False, root=loc.path, source=loc.source, missing=tuple(missing),
+                    summary=(f"the weights directory {loc.path} ({loc.source}) is incomplete: {len(missing)} "
+                             f"required file{'s' if len(missing) != 1 else ''} missing"),
+                    message=missing_message(loc.path, loc.source, missing, loc.searched),
+                    fixes=tuple(dict.fromkeys(fix_command(m, loc.path) for m in missing)))
                 return self._status
             t0 = time.perf_counter()
             try:
                 pipe = Pipeline.from_pretrained(loc.path, device=self.device, dtype=self.dtype)
             except WeightsError as e:
-                self._status = WeightsStatus(ready=False, root=loc.path, source=loc.source,
-                                             message=f"{e}\n\n{GET_WEIGHTS_HINT}")
+                self._status = WeightsStatus(ready=False, root=loc.path, source=loc.source, message=str(e),
+                                             summary=f"the weights in {loc.path} cannot be loaded: "
+                                                     f"{str(e).splitlines()[0]}")
                 return self._status
             self._pipe = pipe
             untrained = bool(pipe.config.untrained)
-            what = f"weights {loc.path} ({loc.source}), {pipe.device.type}, loaded in {time.perf_counter() - t0:.1f} s"
+            seconds = time.perf_counter() - t0
+            what = f"weights {loc.path} ({loc.source}) on {pipe.device.type}, loaded in {seconds:.1f} s"
             self._status = WeightsStatus(ready=True, untrained=untrained, root=loc.path, source=loc.source,
-                                         message=(f"{UNTRAINED_NOTE} ({what})" if untrained else what))
+                                         summary=what, message=f"{UNTRAINED_NOTE} ({what})" if untrained else what)
             logger.info("demo: %s", what)
             return self._status
 
