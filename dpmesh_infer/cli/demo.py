@@ -17,6 +17,24 @@ from .common import console, device_option, err_console, handle_errors, setup_lo
 app = typer.Typer()
 
 
+def _check_port(host: str, port: int) -> None:
+    """InputError now (before the model loads) when ``host:port`` cannot be bound."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise InputError(f"--host {host}: cannot resolve it ({e})") from e
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            why = e.strerror or e
+            raise InputError(f"cannot serve on {host}:{port} ({why}); choose another port with --port") from e
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -68,6 +86,7 @@ def demo(
         raise InputError(f"--port must be between 1 and 65535, got {port}")
     require_gradio()
     resolve_device(device)  # a bad --device is a usage error, before anything loads
+    _check_port(host, port)
     if not _is_loopback(host):
         err_console.print(f"[yellow]warning:[/] --host {host}: the demo is reachable from other machines; anyone "
                           "who can reach this port can upload files and use the model.", highlight=False)

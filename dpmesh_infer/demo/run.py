@@ -45,7 +45,7 @@ BUNDLE_DIR = "dpmesh-results"
 KEYPOINTS_PNG = "keypoints.png"
 KEYPOINTS_JSON = "keypoints.json"
 #: Column headers of the per-person table (:meth:`PersonRow.cells`).
-TABLE_COLUMNS = ("photo", "#", "status", "score", "keypoints", "box x,y,w,h (px)", "depth (m)", "note")
+TABLE_COLUMNS = ("photo", "#", "status", "score", "keypoints", "box x,y,w,h", "depth (m)", "note")
 #: Camera choices of the page: value -> label.
 CAMERA_MODES = {
     "default": "default: f = sqrt(W² + H²), as trained",
