@@ -20,6 +20,10 @@
 #      opencv-python, none of which may be installed: chumpy does not build, torchvision breaks
 #      `import peft` on a CPU torch, and opencv-python-headless already provides cv2), and xtcocotools
 #      rebuilt from source against the installed numpy (needs a C compiler and Python headers);
+#   demo. the web demo (`dpmesh demo`): the pyproject `demo` extra (gradio, and selenium for the demo's
+#      browser test; gradio 6 needs pillow < 13, so pip may move pillow down -- torch/numpy stay pinned), and
+#      Debian's chromium + chromium-driver for that test, apt-installed only when missing and only as root
+#      (a warning otherwise: that one test then skips, saying why);
 #   6. a check that everything imports (mmpose through dpmesh_infer.detect.mmpose_compat), and a headless
 #      render probe (a warning, not a failure: only `dpmesh predict --render` needs it).
 # Between 4 and 5, install_gltf_validator: the Khronos glTF validator (npm gltf-validator, with Debian's
@@ -34,6 +38,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 MM_PINS=(mmengine==0.10.7 mmcv-lite==2.1.0 mmdet==3.3.0 mmpose==1.3.2)
 XTCOCO_PIN="xtcocotools==1.14.3"
+# The pyproject `demo` extra (tests/test_demo.py checks that the two lists agree).
+DEMO_REQS=("gradio>=6,<7" "selenium>=4.20")
+DEMO_DEBS=(chromium chromium-driver)
 # What mmengine / mmcv-lite / mmdet / mmpose import at run time (their declared requirements minus
 # chumpy, torchvision, opencv-python), plus cython and numpy to build xtcocotools.
 MM_RUNTIME=(addict yapf termcolor pyyaml packaging matplotlib json-tricks munkres pycocotools shapely
@@ -231,6 +238,35 @@ install_gltf_validator() {
 }
 step "glTF validator for the scene.glb tests (node, npm gltf-validator)"
 install_gltf_validator
+
+# ---------------------------------------------------------------------------------------------------
+step "demo: web demo (gradio), and selenium + Chromium for its browser test"
+need=$(check missing "${DEMO_REQS[@]}")
+if [ -n "$need" ]; then
+  echo "    installing: $(echo $need)"
+  pip_ install -q -c "$CONSTRAINTS" $need
+  ok "installed"
+else
+  ok "${DEMO_REQS[*]} present"
+fi
+demo_info="$(py -c 'import gradio, selenium, PIL; print("gradio", gradio.__version__, "selenium", selenium.__version__, "pillow", PIL.__version__)' 2>&1 | tail -n 1)" \
+  && ok "$demo_info" || echo "    WARNING: gradio/selenium do not import ($demo_info); dpmesh demo will not start"
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+  ok "chromium and chromedriver present"
+elif ! command -v apt-get >/dev/null 2>&1; then
+  echo "    note: no apt-get; the demo's browser test needs Chromium and chromedriver (it skips without them)"
+elif [ "$(id -u)" = 0 ]; then
+  echo "    apt-get install: ${DEMO_DEBS[*]}"
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${DEMO_DEBS[@]}" >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+           --no-install-recommends "${DEMO_DEBS[@]}" >/dev/null; }; } \
+    && ok "installed ($(chromium --version 2>/dev/null | head -n 1))" \
+    || echo "    WARNING: apt-get install ${DEMO_DEBS[*]} failed; the demo's browser test will skip"
+else
+  echo "    WARNING: no Chromium/chromedriver (needed only by the demo's browser test); not root, so not installed."
+  echo "             Run: sudo apt-get install ${DEMO_DEBS[*]}"
+fi
+write_constraints
 
 # ---------------------------------------------------------------------------------------------------
 step "5/6 OpenMMLab stack (mmengine, mmcv-lite, mmdet, mmpose, xtcocotools)"
