@@ -54,8 +54,9 @@ def end_option():
 
 def smooth_option():
     return typer.Option("oneeuro", "--smooth", rich_help_panel=VIDEO_HELP,
-                        help="Temporal smoothing per track: oneeuro (rotations on SO(3), root position, fixed "
-                             "betas) or none. Raw values are kept either way.")
+                        help="Temporal smoothing per track: oneeuro (One-Euro forward and backward, no lag: "
+                             "rotations on SO(3), root position, fixed betas), oneeuro-causal (one pass, lags) or "
+                             "none. Raw values are kept either way.")
 
 
 def smooth_min_cutoff_option():
@@ -189,15 +190,16 @@ def build_run_options(args: VideoArgs, *, chunk: int, batch_size: int, focal, re
     from ..video.smooth import OneEuroConfig
     from ..video.track import TrackerConfig
 
-    if args.smooth not in ("oneeuro", "none"):
-        raise InputError(f"--smooth {args.smooth!r}: use oneeuro or none")
+    if args.smooth not in ("oneeuro", "oneeuro-causal", "none"):
+        raise InputError(f"--smooth {args.smooth!r}: use oneeuro, oneeuro-causal or none")
     if args.track_max_gap < 0:
         raise InputError("--track-max-gap must be >= 0 seconds")
     sampling = SamplingOptions(fps=args.fps, every=args.every,
                                start=None if args.start is None else parse_time_point(args.start, "--start"),
                                end=None if args.end is None else parse_time_point(args.end, "--end"))
     smoothing = None if args.smooth == "none" else OneEuroConfig(args.smooth_min_cutoff, args.smooth_beta,
-                                                                  args.smooth_d_cutoff)
+                                                                  args.smooth_d_cutoff,
+                                                                  zero_lag=args.smooth == "oneeuro")
     if smoothing is not None:
         smoothing.validate()
     tracker = TrackerConfig(min_hits=args.track_min_frames, max_gap=int(round(args.track_max_gap * fps_hint)),

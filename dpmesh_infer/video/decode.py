@@ -369,7 +369,7 @@ def plan_samples(info: VideoInfo, opts: SamplingOptions) -> SamplePlan:
             notes.append(f"--fps {opts.fps:g} is above the video's {info.fps:.3f} fps: every frame is used")
     else:
         t0 = float(times[lo])
-        t_end = float(times[hi - 1]) + (0.5 / opts.fps)
+        t_end = float(times[hi]) if hi < n else float(times[-1]) + 1.0 / info.fps  # start of the first frame out
         ticks = t0 + np.arange(int(np.floor((t_end - t0) * opts.fps + 1e-9)) + 1) / opts.fps
         ticks = ticks[ticks < t_end]
         window = times[lo:hi]

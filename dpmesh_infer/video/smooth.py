@@ -17,6 +17,13 @@ gaps in a track are handled (a long gap makes the filter trust the new measureme
 * **Betas** are fixed per track: the score-weighted geometric median of the per-frame betas
   (Weiszfeld), robust to frames where the person was mostly hidden.
 
+**Zero lag** (default, ``--smooth oneeuro``): a video run is offline, so each filter runs forward and
+backward over the track and the two estimates are averaged (the SO(3) midpoint for rotations). The
+causal filter (``--smooth oneeuro-causal``, what live systems and ROMP use) lags behind the motion; measured
+on synthetic rotations with 0.05 rad noise (``benchmarks/bench_smoothing.py``), the causal filter's error
+to the true motion is larger than the raw noise once the joint turns faster than about 1 rad/s, while the
+forward-backward average cuts the error 2-3x at every speed with the same jitter reduction.
+
 The raw per-frame values are never changed; smoothed values are new arrays.
 """
 
@@ -38,11 +45,13 @@ class OneEuroConfig(ConfigBase):
         beta: how fast the cutoff rises with speed, Hz per (rad/s) for rotations and per (m/s) for the
             root. Higher = less lag in fast motion (more jitter left).
         d_cutoff: cutoff of the speed estimate itself, Hz.
+        zero_lag: run forward and backward and average (offline, no lag); False = the causal filter.
     """
 
     min_cutoff: float = 1.0
     beta: float = 0.3
     d_cutoff: float = 1.0
+    zero_lag: bool = True
 
     def validate(self) -> None:
         from ..errors import InputError
@@ -65,7 +74,7 @@ def _steps(times: np.ndarray) -> np.ndarray:
 
 
 def one_euro_vectors(x: np.ndarray, times: np.ndarray, cfg: OneEuroConfig) -> np.ndarray:
-    """One-Euro filter of a vector signal.
+    """One-Euro filter of a vector signal (forward-backward average with ``cfg.zero_lag``).
 
     Args:
         x: (T, ..., D) values; each (..., ) group is filtered as one D-vector (speed = its norm).
@@ -76,6 +85,15 @@ def one_euro_vectors(x: np.ndarray, times: np.ndarray, cfg: OneEuroConfig) -> np
     x = np.asarray(x, np.float64)
     if len(x) == 0:
         return x.copy()
+    fwd = _one_euro_vectors_causal(x, times, cfg)
+    if not cfg.zero_lag:
+        return fwd
+    t = np.asarray(times, np.float64)
+    bwd = _one_euro_vectors_causal(x[::-1], t[-1] - t[::-1], cfg)[::-1]
+    return 0.5 * (fwd + bwd)
+
+
+def _one_euro_vectors_causal(x: np.ndarray, times: np.ndarray, cfg: OneEuroConfig) -> np.ndarray:
     dts = _steps(times)
     out = np.empty_like(x)
     out[0] = x[0]
@@ -90,7 +108,7 @@ def one_euro_vectors(x: np.ndarray, times: np.ndarray, cfg: OneEuroConfig) -> np
 
 
 def one_euro_rotations(rotvec: np.ndarray, times: np.ndarray, cfg: OneEuroConfig) -> np.ndarray:
-    """One-Euro filter on SO(3) (see the module docstring).
+    """One-Euro filter on SO(3) (see the module docstring); forward-backward with ``cfg.zero_lag``.
 
     Args:
         rotvec: (T, J, 3) axis-angle rotations (radians) of J joints over T samples.
@@ -101,9 +119,23 @@ def one_euro_rotations(rotvec: np.ndarray, times: np.ndarray, cfg: OneEuroConfig
     from scipy.spatial.transform import Rotation
 
     rv = np.asarray(rotvec, np.float64)
+    fwd = _one_euro_quats_causal(rv, times, cfg)
+    if cfg.zero_lag and len(rv) > 1:
+        t = np.asarray(times, np.float64)
+        bwd = _one_euro_quats_causal(rv[::-1], t[-1] - t[::-1], cfg)[::-1]
+        f, b = Rotation.from_quat(fwd.reshape(-1, 4)), Rotation.from_quat(bwd.reshape(-1, 4))
+        mid = f * Rotation.from_rotvec(0.5 * (f.inv() * b).as_rotvec())  # the SO(3) midpoint
+        return mid.as_rotvec().reshape(rv.shape)
+    return Rotation.from_quat(fwd.reshape(-1, 4)).as_rotvec().reshape(rv.shape)
+
+
+def _one_euro_quats_causal(rv: np.ndarray, times: np.ndarray, cfg: OneEuroConfig) -> np.ndarray:
+    """The causal SO(3) One-Euro filter: (T, J, 3) axis-angle -> (T, J, 4) quaternions (x, y, z, w)."""
+    from scipy.spatial.transform import Rotation
+
     t_len, n_j = rv.shape[:2]
     if t_len == 0:
-        return rv.copy()
+        return np.zeros((0, n_j, 4))
     dts = _steps(times)
     quats = Rotation.from_rotvec(rv.reshape(-1, 3)).as_quat().reshape(t_len, n_j, 4)  # (x, y, z, w)
     est = quats[0].copy()
@@ -121,7 +153,7 @@ def one_euro_rotations(rotvec: np.ndarray, times: np.ndarray, cfg: OneEuroConfig
         new[(new * est).sum(-1) < 0] *= -1.0
         est = new
         out[i] = est
-    return Rotation.from_quat(out.reshape(-1, 4)).as_rotvec().reshape(t_len, n_j, 3)
+    return out
 
 
 def geometric_median(x: np.ndarray, weights: np.ndarray | None = None, iters: int = 50,

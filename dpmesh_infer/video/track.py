@@ -6,7 +6,8 @@ image velocity; the similarity of a prediction and a detection is
 predicted box area as the scale, widened for tracks unseen for a while; box IoU of the keypoints'
 tight boxes). The optimal one-to-one assignment is scipy's Hungarian solver
 (:func:`scipy.optimize.linear_sum_assignment`); pairs below ``min_similarity`` stay unmatched.
-Confirmed tracks are matched first, then tentative ones with the remaining detections.
+Confirmed tracks are matched first, those seen in the previous frame before those unseen for longer (a
+matching cascade, as DeepSORT's), then tentative ones with the remaining detections.
 
 Lifecycle: an unmatched detection starts a *tentative* track; it is *born* (gets an id, retroactively
 for its first frames) after ``min_hits`` consecutive matched frames, and dropped if it misses a frame
@@ -159,8 +160,12 @@ def track_detections(frames: list[list[Detection]], config: TrackerConfig | None
         boxes = [tight_box(np.asarray(d.keypoints, np.float64), d.box, cfg.kpt_thr) for d in dets]
         free = list(range(len(dets)))
         matched: set[int] = set()
-        for stage in (True, False):  # confirmed tracks first, then tentative ones
-            cands = [tr for tr in alive if (tr.track_id >= 0) == stage]
+        # matching cascade: confirmed tracks by time since last seen (seen in the previous frame first,
+        # so a hidden person predicted onto a visible one cannot take its detection), then tentative ones
+        confirmed = sorted({t - tr.last for tr in alive if tr.track_id >= 0})
+        stages = [[tr for tr in alive if tr.track_id >= 0 and t - tr.last == age] for age in confirmed]
+        stages.append([tr for tr in alive if tr.track_id < 0])
+        for cands in stages:
             if not cands or not free:
                 continue
             preds = [tr.predict(t, cfg.max_gap) for tr in cands]

@@ -222,7 +222,8 @@ def tracks_document(ts: TrackSet, *, video: dict, sampling: dict, tracker: Track
         "joint_set": "dpmesh30", "video": video, "sampling": sampling, "fps": ts.fps,
         "samples": int(len(ts.sample_frame)), "K": _r(ts.K), "image_size": list(ts.image_size),
         "tracker": tracker.to_dict(),
-        "smoothing": {"method": "none"} if smoothing is None else {"method": "oneeuro", **smoothing.to_dict()},
+        "smoothing": {"method": "none"} if smoothing is None else {
+            "method": "oneeuro" if smoothing.zero_lag else "oneeuro-causal", **smoothing.to_dict()},
         "untracked_detections": ts.untracked, "missing_samples": ts.missing_samples,
         "files": files, "tracks": tracks,
     }
