@@ -20,6 +20,11 @@
 #      opencv-python, none of which may be installed: chumpy does not build, torchvision breaks
 #      `import peft` on a CPU torch, and opencv-python-headless already provides cv2), and xtcocotools
 #      rebuilt from source against the installed numpy (needs a C compiler and Python headers);
+#   video: PyAV (video decoding/encoding, FFmpeg bundled in its wheel) and pygltflib (skinned, animated
+#      glTF) -- the package's "video" extra -- when missing (install_video_stack);
+#   gltf validator: the Khronos glTF validator (npm gltf-validator) into $GLTF_VALIDATOR_DIR (default
+#      ~/.cache/dpmesh/gltf-validator), used by the tests; Debian's nodejs and npm are apt-installed when
+#      missing and run as root (install_gltf_validator);
 #   6. a check that everything imports (mmpose through dpmesh_infer.detect.mmpose_compat), and a headless
 #      render probe (a warning, not a failure: only `dpmesh predict --render` needs it).
 # Every pip call runs under constraints that keep the installed torch and numpy and setuptools<81.
@@ -222,6 +227,59 @@ else
     || die "building $XTCOCO_PIN failed: it needs a C compiler (gcc) and the Python headers (Debian: apt-get install build-essential python3-dev)."
   py -c 'import xtcocotools._mask' || die "$XTCOCO_PIN was built but does not import."
 fi
+
+# ---------------------------------------------------------------------------------------------------
+# Video input/output: the "video" extra of pyproject.toml (PyAV, pygltflib), installed when missing.
+VIDEO_REQS=("av>=12" "pygltflib>=1.16")
+install_video_stack() {
+  local need
+  need=$(check missing "${VIDEO_REQS[@]}")
+  if [ -n "$need" ]; then
+    echo "    installing: $(echo $need)"
+    pip_ install -q -c "$CONSTRAINTS" $need
+    ok "installed"
+  else
+    ok "${VIDEO_REQS[*]} present"
+  fi
+  py -c 'import av, pygltflib; print("    ok: PyAV", av.__version__, "imports, pygltflib", pygltflib.__version__)' \
+    || die "PyAV or pygltflib does not import (see above)."
+}
+step "video: PyAV and pygltflib"
+install_video_stack
+
+# ---------------------------------------------------------------------------------------------------
+# The Khronos glTF validator for the tests' GLB checks (npm gltf-validator, run with node). One step for every
+# GLB the project writes (scene.glb of photos and videos, --rig).
+GLTF_VALIDATOR_VERSION="2.0.0-dev.3.10"
+GLTF_VALIDATOR_DIR="${GLTF_VALIDATOR_DIR:-$HOME/.cache/dpmesh/gltf-validator}"
+install_gltf_validator() {
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "    apt-get install: nodejs npm"
+      { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm >/dev/null \
+        || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+               --no-install-recommends nodejs npm >/dev/null; }; } \
+        || { echo "    WARNING: apt-get install nodejs npm failed; the glTF validator tests will be skipped"; return 0; }
+    else
+      echo "    note: node/npm not found (Debian: apt-get install nodejs npm); the glTF validator tests will be skipped"
+      return 0
+    fi
+  fi
+  local pkg="$GLTF_VALIDATOR_DIR/node_modules/gltf-validator/package.json"
+  if [ -f "$pkg" ] && grep -q "\"version\": \"$GLTF_VALIDATOR_VERSION\"" "$pkg"; then
+    ok "gltf-validator $GLTF_VALIDATOR_VERSION present in $GLTF_VALIDATOR_DIR"
+    return 0
+  fi
+  mkdir -p "$GLTF_VALIDATOR_DIR"
+  if npm install --silent --no-audit --no-fund --prefix "$GLTF_VALIDATOR_DIR" "gltf-validator@$GLTF_VALIDATOR_VERSION" \
+      >/dev/null; then
+    ok "gltf-validator $GLTF_VALIDATOR_VERSION installed in $GLTF_VALIDATOR_DIR"
+  else
+    echo "    WARNING: npm install gltf-validator failed; the glTF validator tests will fail until it is installed"
+  fi
+}
+step "glTF validator (npm gltf-validator, for the tests)"
+install_gltf_validator
 
 # ---------------------------------------------------------------------------------------------------
 step "6/6 check"
