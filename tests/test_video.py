@@ -319,6 +319,27 @@ def test_resume_after_kill_redoes_no_finished_chunk(clip, tiny_weights, tmp_path
     assert r.exit_code == 2 and "other settings" in r.output and "sampling" in r.output
 
 
+def test_sigterm_keeps_finished_chunks_and_exits_143(clip, tiny_weights, tmp_path):
+    import signal
+
+    d, video, kp = clip
+    out = tmp_path / "term"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "dpmesh_infer", "predict", str(video.path), "--keypoints", str(kp), "--weights",
+           str(tiny_weights), "--out", str(out), "--chunk", "1", "--end", "8f", "-q"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "manifest.jsonl").is_file() and (out / "manifest.jsonl").read_text().strip():
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-1000:]
+    assert "terminated: finished chunks are kept" in err
+    assert 1 <= len(list((out / "chunks").glob("chunk_*.npz"))) < 8 and not (out / "tracks.json").exists()
+
+
 def test_render_writes_overlay_and_side_videos(clip, tiny_weights, tmp_path):
     try:
         from dpmesh_infer.render import Renderer

@@ -258,8 +258,10 @@ def predict_video(images: List[Path], out: Path, *, keypoints: Optional[Path], o
             err_console.print("terminated: finished chunks are kept; run the same command again to resume")
             raise typer.Exit(EXIT_TERMINATED) from None
     if summary.interrupted:
-        err_console.print("interrupted: finished chunks are kept; run the same command again to resume")
-        raise typer.Exit(EXIT_INTERRUPTED)
+        terminated = isinstance(summary.interruption, _Terminated)
+        err_console.print(f"{'terminated' if terminated else 'interrupted'}: finished chunks are kept; run the same "
+                          "command again to resume")
+        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     for rec in summary.failed:
         err_console.print(f"chunk {rec.chunk} (frames {rec.frames[0]}-{rec.frames[1]}) failed: {rec.error}",
                           highlight=False, markup=False)

@@ -93,6 +93,7 @@ class VideoSummary:
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    interruption: BaseException | None = None  # the KeyboardInterrupt (or subclass) that stopped the run
     notes: list[str] = field(default_factory=list)
 
     def count(self, status: str) -> int:
@@ -320,8 +321,8 @@ def run_video(info: VideoInfo, out_dir: str | Path, opts: VideoRunOptions, *, lo
                     store.append_manifest(rec.to_json())
                     if on_chunk is not None:
                         on_chunk(rec)
-            except KeyboardInterrupt:
-                summary.interrupted = True
+            except KeyboardInterrupt as e:
+                summary.interrupted, summary.interruption = True, e
             finally:
                 prefetch.close()
         if summary.interrupted:
