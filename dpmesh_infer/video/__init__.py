@@ -14,5 +14,6 @@ Modules (nothing heavy is imported before it is needed):
 - :mod:`.tracks` -- assembling chunks into tracks and writing ``tracks.npz`` / ``tracks.json``;
 - :mod:`.gltf` -- skinned SMPL meshes with animations (``scene.glb``) or a posed rig per person;
 - :mod:`.encode` -- ``overlay.mp4`` / ``side.mp4`` written with PyAV;
+- :mod:`.outputs` -- the final files of a run, assembled from its chunks (``tracks.json`` last);
 - :mod:`.run` -- the whole video run.
 """
