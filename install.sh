@@ -24,6 +24,12 @@
 #      browser test; gradio 6 needs pillow < 13, so pip may move pillow down -- torch/numpy stay pinned), and
 #      Debian's chromium + chromium-driver for that test, apt-installed only when missing and only as root
 #      (a warning otherwise: that one test then skips, saying why);
+#   video: PyAV (video decoding/encoding, FFmpeg bundled in its wheel) and pygltflib (skinned, animated
+#      glTF) -- the package's "video" extra -- when missing (install_video_stack);
+#   gltf validator: the Khronos glTF validator (npm gltf-validator) into $DPMESH_GLTF_VALIDATOR_DIR (default
+#      ${XDG_CACHE_HOME:-~/.cache}/dpmesh/gltf-validator), used by the tests of every GLB the project writes
+#      (scene.glb of photos and videos, --rig); Debian's nodejs and npm are apt-installed when missing and run
+#      as root (install_gltf_validator);
 #   6. a check that everything imports (mmpose through dpmesh_infer.detect.mmpose_compat), and a headless
 #      render probe (a warning, not a failure: only `dpmesh predict --render` needs it).
 # Between 4 and 5, install_gltf_validator: the Khronos glTF validator (npm gltf-validator, with Debian's
@@ -300,6 +306,25 @@ else
     || die "building $XTCOCO_PIN failed: it needs a C compiler (gcc) and the Python headers (Debian: apt-get install build-essential python3-dev)."
   py -c 'import xtcocotools._mask' || die "$XTCOCO_PIN was built but does not import."
 fi
+
+# ---------------------------------------------------------------------------------------------------
+# Video input/output: the "video" extra of pyproject.toml (PyAV, pygltflib), installed when missing.
+VIDEO_REQS=("av>=12" "pygltflib>=1.16")
+install_video_stack() {
+  local need
+  need=$(check missing "${VIDEO_REQS[@]}")
+  if [ -n "$need" ]; then
+    echo "    installing: $(echo $need)"
+    pip_ install -q -c "$CONSTRAINTS" $need
+    ok "installed"
+  else
+    ok "${VIDEO_REQS[*]} present"
+  fi
+  py -c 'import av, pygltflib; print("    ok: PyAV", av.__version__, "imports, pygltflib", pygltflib.__version__)' \
+    || die "PyAV or pygltflib does not import (see above)."
+}
+step "video: PyAV and pygltflib"
+install_video_stack
 
 # ---------------------------------------------------------------------------------------------------
 step "6/6 check"

@@ -16,6 +16,8 @@ traceback) and exits with the class's ``exit_code``; README.md's exit-code table
     │   ├── DetectorWeightsError         detector checkpoint missing, not downloadable or corrupt
     │   └── CheckpointError              a training checkpoint is truncated, corrupt or incompatible
     ├── ImageError                    4  the single input image is unusable
+    ├── VideoError                    4  a video (or frame sequence) cannot be opened or decoded, has no
+    │                                    video stream or no frames
     ├── NoPersonError                 4  no usable person in the single input
     └── DependencyError               5  an optional component needed for what was asked is missing
         ├── DetectorStackError           the OpenMMLab stack (mmpose) cannot be imported
@@ -99,6 +101,13 @@ class CheckpointError(WeightsError):
 
 class ImageError(DpmeshError):
     """An image cannot be read or decoded."""
+
+    exit_code = EXIT_UNUSABLE_INPUT
+
+
+class VideoError(DpmeshError):
+    """A video file or frame sequence is unusable: not openable (corrupt, truncated), no video stream,
+    no frames, or frames that cannot be decoded."""
 
     exit_code = EXIT_UNUSABLE_INPUT
 

@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import ImageError, InputError, NoPersonError
+from . import video_options as vo
 from .common import (
     console,
     device_option,
@@ -55,6 +56,7 @@ class RunOptions:
     detector: DetectorOptions
     glb_photo: bool = False  # the photo as a textured quad in scene.glb / a .glb output
     glb_photo_depth: float | None = None
+    rig: bool = False  # --rig: skinned, posed armatures in the .glb (cli/video_options.py)
 
 
 @app.command()
@@ -111,13 +113,25 @@ def predict(
     force_unlock: bool = typer.Option(False, "--force-unlock", help="Folder runs on filesystems without flock: "
                                       "remove a lock left by a run that is known to be gone (see README)."),
     verbose: int = verbose_option(),
+    # videos (cli/video_options.py) and --rig
+    sequence: bool = vo.sequence_option(), sequence_fps: float = vo.sequence_fps_option(),
+    fps: Optional[float] = vo.fps_option(), every: Optional[int] = vo.every_option(),
+    start: Optional[str] = vo.start_option(), end: Optional[str] = vo.end_option(),
+    smooth: str = vo.smooth_option(), smooth_min_cutoff: float = vo.smooth_min_cutoff_option(),
+    smooth_beta: float = vo.smooth_beta_option(), smooth_d_cutoff: float = vo.smooth_d_cutoff_option(),
+    track_min_frames: int = vo.track_min_frames_option(), track_max_gap: float = vo.track_max_gap_option(),
+    track_min_similarity: float = vo.track_min_similarity_option(), rig: bool = vo.rig_option(),
 ):
     """Reconstruct every person of the INPUT images and write meshes and parameters.
 
     Keypoints come from --keypoints, or else from the mmpose detector (RTMO by default). With a folder
     as --out, finished images are skipped on a re-run (--overwrite redoes them) and one bad image never
     stops the run. Exit codes: 0 all done, 1 some images failed, 2 usage error, 3 weights missing,
-    4 the single input is unusable, 5 a needed optional component is missing, 130/143 interrupted."""
+    4 the single input is unusable, 5 a needed optional component is missing, 130/143 interrupted.
+
+    A video (clip.mp4, .mov, .avi, .mkv, .webm) or a --sequence folder of frames is tracked over time into
+    --out DIR: tracks.npz, tracks.json, scene.glb (animated skinned SMPL per track), with --render
+    overlay.mp4 and side.mp4; a re-run resumes from the last finished chunk."""
     setup_logging(verbose, quiet)
     from ..export import SUFFIXES
     from ..focal import parse_focal_options
@@ -140,7 +154,17 @@ def predict(
     opts = RunOptions(weights=weights, device=device, dtype=dtype, focal=parse_focal_options(focal, fov),
                       batch_size=batch_size, max_pixels=max_pixels, render=render,
                       detector=DetectorOptions(detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people),
-                      glb_photo=glb_photo, glb_photo_depth=glb_photo_depth)
+                      glb_photo=glb_photo, glb_photo_depth=glb_photo_depth, rig=rig)
+    video = vo.VideoArgs(sequence, sequence_fps, fps, every, start, end, smooth, smooth_min_cutoff, smooth_beta,
+                         smooth_d_cutoff, track_min_frames, track_max_gap, track_min_similarity)
+    if vo.is_video_run(images, video):  # videos and frame folders: dpmesh_infer.video
+        if rig:
+            raise InputError("--rig is for photos; a video run always writes scene.glb with animated rigs")
+        vo.predict_video(images, out, keypoints=keypoints, opts=opts, chunk=chunk, overwrite=overwrite, quiet=quiet,
+                         args=video)
+        return
+    vo.reject_for_photos(video)
+    vo.check_rig(rig, out, to_folder)
     if to_folder:
         _predict_folder(images, out, keypoints=keypoints, opts=opts, chunk=chunk, overwrite=overwrite, quiet=quiet,
                         force_unlock=force_unlock, keep_box_only=keep_box_only)
@@ -239,8 +263,8 @@ def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts
         err_console.print(f"{image.name}: person {idx} skipped: {reason}", highlight=False, markup=False)
     if not res.persons:
         raise NoPersonError(f"{image}: no person could be reconstructed ({len(res.skipped)} skipped, see above)")
-    written = save_result(res, result.faces, out, photo=rgb if opts.glb_photo else None,
-                          photo_depth=opts.glb_photo_depth)
+    written = vo.save_rig(res, pipe, out) if opts.rig else save_result(
+        res, result.faces, out, photo=rgb if opts.glb_photo else None, photo_depth=opts.glb_photo_depth)
     if opts.render:
         with _make_renderer() as renderer:
             write_renders(renderer, res, result.faces, rgb, out.with_name(f"{out.stem}_overlay.png"),
