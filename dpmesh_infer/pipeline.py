@@ -64,6 +64,62 @@ class _PersonMeta:
     score: float
 
 
+@dataclass
+class PreparedImages:
+    """What :meth:`Pipeline.prepare` builds on the CPU for :meth:`Pipeline.infer`: per image its result
+    (K, size, source, skipped persons; ``persons`` still empty) and every person's crop and joint inputs."""
+
+    results: list[ImageResult]
+    persons: list  # PersonInput, in image then person order
+    metas: list[_PersonMeta]
+
+    @property
+    def num_persons(self) -> int:
+        return len(self.persons)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Inference switches of the fast path. ``None`` means the device's default: on for CUDA (where they
+    keep the results within the fp16 tolerance of the plain path), off on the CPU (where they would change
+    the fp32 results, which must stay those of the upstream model: merged LoRA moves them by about 1e-6
+    relative, channels_last by about 1e-5).
+
+    Attributes:
+        merge_lora: fold the LoRA weights into the UNet at load (288 fewer matmuls per forward).
+        channels_last: convolutions in channels_last memory format.
+        fp16_without_autocast: with dtype float16, run the fp16 backbone weights directly instead of under
+            autocast (no casts around every norm; the attention maps are still computed in fp32).
+        cudnn_benchmark: let cuDNN pick the fastest convolution algorithms (``torch.backends.cudnn.benchmark``,
+            a process-wide setting).
+        compile: ``torch.compile`` the backbone's blocks (opt-in; the first batches compile, minutes);
+            the last batch is padded to the batch size so shapes stay fixed.
+        compile_mode: torch.compile mode; "reduce-overhead" adds CUDA graphs (the host launches one graph
+            per block instead of thousands of kernels).
+    """
+
+    merge_lora: bool | None = None
+    channels_last: bool | None = None
+    fp16_without_autocast: bool | None = None
+    cudnn_benchmark: bool | None = None
+    compile: bool = False
+    compile_mode: str | None = None
+
+    def resolved(self, device: torch.device, dtype: torch.dtype) -> "RuntimeOptions":
+        """Every ``None`` replaced by the default for ``device`` / ``dtype``."""
+        cuda = device.type == "cuda"
+        pick = (lambda v, default: default if v is None else v)
+        return RuntimeOptions(merge_lora=pick(self.merge_lora, cuda), channels_last=pick(self.channels_last, cuda),
+                              fp16_without_autocast=pick(self.fp16_without_autocast, cuda and dtype == torch.float16),
+                              cudnn_benchmark=pick(self.cudnn_benchmark, cuda), compile=self.compile,
+                              compile_mode=self.compile_mode)
+
+    @classmethod
+    def plain(cls) -> "RuntimeOptions":
+        """Every switch off (the reference path the fast path is tested against)."""
+        return cls(merge_lora=False, channels_last=False, fp16_without_autocast=False, cudnn_benchmark=False)
+
+
 class Pipeline:
     """DPMesh inference: ``Pipeline.from_pretrained(DIR)(images, keypoints=...)``.
 
@@ -74,11 +130,14 @@ class Pipeline:
     """
 
     def __init__(self, *, config: PipelineConfig, backbone, regressor, pose_decoder, body,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 runtime: RuntimeOptions | None = None) -> None:
         self.config = config
         self.model = DPMesh.from_config(config, backbone=backbone, regressor=regressor, pose_decoder=pose_decoder,
                                         body=body)
         self.device, self.dtype = _resolve_device_dtype(device, dtype)
+        self._runtime_request = runtime or RuntimeOptions()
+        self._compiled = False
         self._place()
 
     # ------------------------------------------------------------------ components
@@ -102,13 +161,14 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, weights: str | os.PathLike | None = None, *, device=None,
-                        dtype=None) -> "Pipeline":
+                        dtype=None, runtime: RuntimeOptions | None = None) -> "Pipeline":
         """Load a weights directory (``weights``, else ``$DPMESH_WEIGHTS``, else the user cache).
 
         Args:
             weights: weights directory in our format (``dpmesh weights convert-official`` writes one).
             device: "cpu", "cuda", "cuda:1", a torch.device, or None/"auto" (CUDA when available).
             dtype: network dtype; None/"auto" = float16 on CUDA, float32 on CPU.
+            runtime: the fast-path switches (:class:`RuntimeOptions`; default: the device's defaults).
 
         Raises:
             WeightsError: the directory or any file is missing (one message lists all of them, where it
@@ -140,7 +200,7 @@ class Pipeline:
             regressor = load_regressor(component_dir(root, "regressor"))
             backbone = DiffusionBackbone.from_folders(**backbone_folders(root), device="cpu")
             pipe = cls(config=config, backbone=backbone, regressor=regressor, pose_decoder=pose_decoder,
-                       body=load_smpl(root), device=dev, dtype=dt)
+                       body=load_smpl(root), device=dev, dtype=dt, runtime=runtime)
         except ConfigError as e:  # a component config (or their combination) is invalid: bad weights
             raise WeightsError(f"invalid weights in {root}: {e}") from e
         logger.info("loaded weights from %s (%s)", root, loc.source)
@@ -181,11 +241,25 @@ class Pipeline:
         return write_weights_dir(weights_dir, fill, overwrite=overwrite)
 
     def _place(self) -> None:
-        net_dtype = self.dtype if self.device.type == "cuda" else torch.float32
+        """Move the components and apply the runtime switches resolved for the current device."""
+        cuda = self.device.type == "cuda"
+        self.runtime = rt = self._runtime_request.resolved(self.device, self.dtype)
+        if rt.merge_lora and not self.backbone.lora_merged:
+            self.backbone.merge_lora()  # in the weights' own precision, before any cast to fp16
+        net_dtype = self.dtype if cuda else torch.float32
         self.backbone.to(device=self.device, dtype=net_dtype).eval()
         self.regressor.to(device=self.device).eval()
         self.pose_decoder.to(device=self.device, dtype=torch.float32).eval()
         self.body.to(device=self.device)
+        if rt.channels_last:
+            self.backbone.to_channels_last()
+        if cuda and rt.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
+        self._use_autocast = not (cuda and self.dtype == torch.float16 and rt.fp16_without_autocast)
+        self._fp16_inputs = cuda and self.dtype == torch.float16  # the backbone casts its input to fp16
+        if rt.compile and not self._compiled:
+            self.backbone.compile(mode=rt.compile_mode)
+            self._compiled = True
 
     def to(self, device=None, dtype=None) -> "Pipeline":
         """Move to ``device`` and/or switch the network dtype (returns self)."""
@@ -244,9 +318,9 @@ class Pipeline:
 
     def __call__(self, images: ImageLike | Sequence[ImageLike], keypoints, *,
                  focal: float | Sequence[float | None] | FocalChoice | None = None, principal=None,
-                 batch_size: int = 16, max_pixels: int | None = None,
+                 batch_size: int | None = None, max_pixels: int | None = None,
                  sources: Sequence[str | os.PathLike | None] | None = None) -> PipelineOutput:
-        """Reconstruct every person of every image.
+        """Reconstruct every person of every image (:meth:`prepare` then :meth:`infer`).
 
         Args:
             images: one image or a list (paths, PIL images, or arrays; see :func:`load_image`).
@@ -260,7 +334,8 @@ class Pipeline:
                 is read from each image's path or source). Default sqrt(W^2 + H^2), what the model was
                 trained with. Where it came from is each result's ``focal_source``.
             principal: (cx, cy) principal point in pixels (or one per image); default image centre.
-            batch_size: persons per network batch (persons of different images share batches).
+            batch_size: persons per network batch (persons of different images share batches); default
+                :attr:`default_batch_size` (64 on CUDA, 16 on the CPU).
             max_pixels: refuse larger images (decompression-bomb guard; default 100 M or
                 ``$DPMESH_MAX_PIXELS``).
             sources: per image, the file it came from, for in-memory images (written as ``source``
@@ -269,8 +344,28 @@ class Pipeline:
         Returns:
             PipelineOutput with one ImageResult per image, in input order.
         """
-        from .geometry.crops import prepare_persons
-        from .keypoint_files import KeypointSet, validate_against_image
+        prepared = self.prepare(images, keypoints, focal=focal, principal=principal, max_pixels=max_pixels,
+                                sources=sources)
+        return self.infer(prepared, batch_size=batch_size)
+
+    @property
+    def default_batch_size(self) -> int:
+        """Persons per network batch when none is given: 64 on CUDA (measured: see README Performance), 16 on
+        the CPU (more only costs memory there)."""
+        return 64 if self.device.type == "cuda" else 16
+
+    def prepare(self, images: ImageLike | Sequence[ImageLike], keypoints, *,
+                focal: float | Sequence[float | None] | FocalChoice | None = None, principal=None,
+                max_pixels: int | None = None, sources: Sequence[str | os.PathLike | None] | None = None,
+                map_fn=map) -> PreparedImages:
+        """The CPU half of a call: load the images, map the keypoints to the 30-joint set, build every
+        person's crop and joint inputs and each image's camera K (arguments as :meth:`__call__`).
+
+        ``map_fn(f, items)`` runs the per-image work (default the built-in ``map``; a thread pool's ``map``
+        overlaps decoding and cropping, which release the GIL). The result feeds :meth:`infer`, possibly
+        on another thread while the next images are prepared.
+        """
+        from .keypoint_files import KeypointSet
 
         single = not isinstance(images, (list, tuple))
         image_list = [images] if single else list(images)
@@ -282,8 +377,6 @@ class Pipeline:
             kp_list = list(keypoints)
         if len(kp_list) != len(image_list):
             raise InputError(f"got {len(image_list)} images but keypoints for {len(kp_list)}")
-        if batch_size < 1:
-            raise InputError("batch_size must be at least 1")
         if sources is None:
             names = [str(img) if isinstance(img, (str, os.PathLike)) else None for img in image_list]
         else:
@@ -291,35 +384,53 @@ class Pipeline:
             if len(names) != len(image_list):
                 raise InputError(f"got {len(image_list)} images but {len(names)} sources")
         principals = self._per_image(principal, len(image_list))
-        arrays = [load_image(img, max_pixels=max_pixels) for img in image_list]
+        arrays = list(map_fn(lambda img: load_image(img, max_pixels=max_pixels), image_list))
         sizes = [(a.shape[1], a.shape[0]) for a in arrays]
         focals = resolve_focals(focal, names, sizes)
+        crop_dtype = np.float16 if self._fp16_inputs else np.float32
 
-        results: list[ImageResult] = []
-        all_persons, metas = [], []
-        for i, (rgb, kp) in enumerate(zip(arrays, kp_list)):
-            path = names[i]
-            w, h = sizes[i]
-            kp30, boxes, scores, reasons = self._keypoints_for(kp, path, i)
-            # joints far outside the photo (keypoints meant for another image size) count as missing
-            kp30, _ = validate_against_image(kp30, w, h, where=path or f"image {i}")
-            persons, skipped = prepare_persons(rgb, kp30, self.config.preprocess, boxes, image_index=i)
-            skipped = [(j, reasons.get(j, r)) for j, r in skipped]
-            f, f_source = focals[i]
-            pp = principals[i] if principals[i] is not None else (w / 2.0, h / 2.0)
-            K = np.array([[f, 0, pp[0]], [0, f, pp[1]], [0, 0, 1]], dtype=np.float32)
-            results.append(ImageResult(persons=[], K=K, image_size=(w, h), source=path, skipped=list(skipped),
-                                       focal_source=f_source))
-            for p in persons:
-                all_persons.append(p)
-                metas.append(_PersonMeta(i, p.person_index, scores[p.person_index]))
+        def one(i: int):
+            return self._prepare_image(i, arrays[i], kp_list[i], names[i], focals[i], principals[i], crop_dtype)
 
-        per_image: dict[int, list[tuple[int, Person]]] = {i: [] for i in range(len(image_list))}
-        for start in range(0, len(all_persons), batch_size):
-            chunk = all_persons[start:start + batch_size]
+        results, all_persons, metas = [], [], []
+        for res, persons, image_metas in map_fn(one, range(len(image_list))):
+            results.append(res)
+            all_persons += persons
+            metas += image_metas
+        return PreparedImages(results=results, persons=all_persons, metas=metas)
+
+    def _prepare_image(self, i, rgb, kp, path, focal, principal, crop_dtype):
+        from .geometry.crops import prepare_persons
+        from .keypoint_files import validate_against_image
+
+        h, w = rgb.shape[:2]
+        kp30, boxes, scores, reasons = self._keypoints_for(kp, path, i)
+        # joints far outside the photo (keypoints meant for another image size) count as missing
+        kp30, _ = validate_against_image(kp30, w, h, where=path or f"image {i}")
+        persons, skipped = prepare_persons(rgb, kp30, self.config.preprocess, boxes, image_index=i,
+                                           crop_dtype=crop_dtype)
+        skipped = [(j, reasons.get(j, r)) for j, r in skipped]
+        f, f_source = focal
+        pp = principal if principal is not None else (w / 2.0, h / 2.0)
+        K = np.array([[f, 0, pp[0]], [0, f, pp[1]], [0, 0, 1]], dtype=np.float32)
+        res = ImageResult(persons=[], K=K, image_size=(w, h), source=path, skipped=list(skipped),
+                          focal_source=f_source)
+        return res, persons, [_PersonMeta(i, p.person_index, scores[p.person_index]) for p in persons]
+
+    def infer(self, prepared: PreparedImages, *, batch_size: int | None = None) -> PipelineOutput:
+        """The device half of a call: the network over the prepared persons in batches of ``batch_size``
+        (persons of different images share batches), placed in each image's camera. Returns the
+        :class:`PipelineOutput` (``prepared``'s image results, filled in)."""
+        batch_size = self.default_batch_size if batch_size is None else batch_size
+        if batch_size < 1:
+            raise InputError("batch_size must be at least 1")
+        results, persons, metas = prepared.results, prepared.persons, prepared.metas
+        per_image: dict[int, list[tuple[int, Person]]] = {i: [] for i in range(len(results))}
+        for start in range(0, len(persons), batch_size):
+            chunk = persons[start:start + batch_size]
             k_focal = torch.tensor([results[p.image_index].K[0, 0] for p in chunk], dtype=torch.float32)
             k_pp = torch.tensor(np.stack([results[p.image_index].K[:2, 2] for p in chunk]), dtype=torch.float32)
-            out = self.forward_persons(chunk, focal=k_focal, principal=k_pp)
+            out = self.forward_persons(chunk, focal=k_focal, principal=k_pp, pad_to=batch_size)
             for j, meta in enumerate(metas[start:start + batch_size]):
                 per_image[meta.image_index].append((meta.person_index, self._person(out, j, chunk[j], meta.score)))
         for i, res in enumerate(results):
@@ -338,52 +449,74 @@ class Pipeline:
         return vals
 
     @staticmethod
-    def _person(out: dict[str, torch.Tensor], j: int, p, score: float) -> Person:
-        def a(name):
-            return out[name][j].detach().float().cpu().numpy()
-
+    def _person(out: dict[str, np.ndarray], j: int, p, score: float) -> Person:
         cx, cy, side = (float(v) for v in p.box)
         return Person(
-            vertices=a("vertices"), joints=a("joints"), global_orient=a("global_orient"),
-            body_pose=a("body_pose"), betas=a("betas"), transl=a("transl"),
-            keypoints_2d=np.asarray(p.keypoints_2d, np.float32), joints_2d=a("joints_2d"),
+            vertices=out["vertices"][j], joints=out["joints"][j], global_orient=out["global_orient"][j],
+            body_pose=out["body_pose"][j], betas=out["betas"][j], transl=out["transl"][j],
+            keypoints_2d=np.asarray(p.keypoints_2d, np.float32), joints_2d=out["joints_2d"][j],
             bbox=np.array([cx - side / 2, cy - side / 2, side, side], np.float32), score=float(score),
         )
 
     def _autocast(self):
-        if self.device.type == "cuda" and self.dtype != torch.float32:
+        if self.device.type == "cuda" and self.dtype != torch.float32 and self._use_autocast:
             return torch.autocast("cuda", dtype=self.dtype)
         return contextlib.nullcontext()
 
     @torch.inference_mode()
-    def forward_persons(self, persons: list[PersonInput], *, focal: torch.Tensor,
-                        principal: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_persons(self, persons: list[PersonInput], *, focal: torch.Tensor, principal: torch.Tensor,
+                        pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Run the network on preprocessed persons (one network batch) and place them in the photo camera.
 
         Args:
             persons: list of :class:`~dpmesh_infer.geometry.crops.PersonInput` (any images).
             focal: (B,) focal length of each person's output camera K, pixels.
             principal: (B, 2) principal point of each person's K, pixels.
+            pad_to: with a compiled network (fixed shapes), a smaller batch is padded to this many persons
+                (copies of the last one, dropped from the results).
 
         Returns:
-            dict of tensors (B, ...): vertices (6890,3), joints (30,3) and transl (3) in metres in the
-            photo camera; global_orient (3), body_pose (23,3) axis-angle; betas (10); joints_2d (30,2)
-            pixels; cam (3) raw; transl_crop (3) crop-camera translation.
+            dict of float32 numpy arrays (B, ...), copied from the device in one transfer: vertices
+            (6890,3), joints (30,3) and transl (3) in metres in the photo camera; global_orient (3),
+            body_pose (23,3) axis-angle; betas (10); joints_2d (30,2) pixels; cam (3) raw; transl_crop (3)
+            crop-camera translation.
         """
         from .geometry.crops import collate
 
-        batch = collate(persons).to(self.device)
+        n = len(persons)
+        if self.runtime.compile and pad_to and n < pad_to:
+            persons = list(persons) + [persons[-1]] * (pad_to - n)
+            focal = torch.cat([focal, focal[-1:].expand(pad_to - n)])
+            principal = torch.cat([principal, principal[-1:].expand(pad_to - n, 2)])
+        cuda = self.device.type == "cuda"
+        batch = collate(persons, pin_memory=cuda).to(self.device, non_blocking=cuda)
         model_focal = self.model.model_focal(batch.image_size)
-        focal = focal.to(self.device)
-        principal = principal.to(self.device)
+        focal = focal.to(self.device, non_blocking=cuda)
+        principal = principal.to(self.device, non_blocking=cuda)
         with self._autocast():
             out = self.model(batch.images, batch.joints32, batch.mask, model_focal)
         root_full = place_in_image(out.root, batch.box, focal, principal, model_focal=model_focal,
                                    crop_size=self.config.preprocess.input_size)
         offset = (root_full - out.root)[:, None, :]
         joints = out.joints + offset
-        return {
+        fields = {
             "vertices": out.vertices + offset, "joints": joints, "global_orient": out.global_orient,
             "body_pose": out.body_pose, "betas": out.betas, "transl": out.transl + offset[:, 0],
             "joints_2d": project(joints, focal, principal, eps=0.0), "cam": out.cam, "transl_crop": out.transl,
         }
+        return _to_host(fields, n)
+
+
+def _to_host(fields: dict[str, torch.Tensor], n: int) -> dict[str, np.ndarray]:
+    """The first ``n`` rows of every (B, ...) tensor as float32 numpy arrays, in ONE device-to-host copy
+    (the fields are packed side by side into one (B, K) buffer, copied, and split back as views)."""
+    names = list(fields)
+    flat = torch.cat([fields[k][:n].reshape(n, -1).float() for k in names], dim=1)
+    host = flat.cpu().numpy()
+    out, col = {}, 0
+    for k in names:
+        shape = tuple(fields[k].shape[1:])
+        width = int(np.prod(shape)) if shape else 1
+        out[k] = host[:, col:col + width].reshape((n, *shape))
+        col += width
+    return out

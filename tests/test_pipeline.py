@@ -43,7 +43,7 @@ def test_root_lands_where_the_crop_camera_put_it(tiny_pipeline, scene):
                                         principal=torch.tensor([[320.0, 240.0]] * 2))
     res = tiny_pipeline(image, keypoints=kp)[0]
     for j, p in enumerate(res.persons):
-        offset = raw["transl"][j].numpy() - raw["transl_crop"][j].numpy()
+        offset = raw["transl"][j] - raw["transl_crop"][j]  # host arrays (one device-to-host copy per batch)
         root_crop = p.joints[0] - offset
         uv_crop = root_crop[:2] / (root_crop[2] + 1e-4) * f + 128.0
         uv_img = persons[j].crop2img.astype(np.float64) @ np.array([uv_crop[0], uv_crop[1], 1.0])

@@ -175,10 +175,12 @@ def crop_affines(box: SquareBox, cfg: PreprocessConfig) -> tuple[np.ndarray, np.
     return img2crop, crop2img
 
 
-def crop_image(image: np.ndarray, img2crop: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """Warp (H,W,3) RGB (uint8, or float32 in 0..255) to a (3, S, S) float32 crop in [0, 1].
+def crop_image(image: np.ndarray, img2crop: np.ndarray, cfg: PreprocessConfig, dtype=np.float32) -> np.ndarray:
+    """Warp (H,W,3) RGB (uint8, or float32 in 0..255) to a (3, S, S) crop in [0, 1].
 
-    Upstream: float32 image, cv2.warpAffine INTER_LINEAR, constant border 0, then / 255.
+    Upstream: float32 image, cv2.warpAffine INTER_LINEAR, constant border 0, then / 255 in float32 (one
+    pass: the division writes the channel-first array). ``dtype`` float16 rounds that float32 result (what
+    the fp16 network does with it on the device; half the bytes to copy).
     """
     import cv2
 
@@ -186,7 +188,9 @@ def crop_image(image: np.ndarray, img2crop: np.ndarray, cfg: PreprocessConfig) -
     size = int(cfg.input_size)
     patch = cv2.warpAffine(img, np.asarray(img2crop, dtype=np.float32), (size, size),
                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return np.ascontiguousarray(patch.transpose(2, 0, 1)) / np.float32(255.0)
+    out = np.empty((3, size, size), np.float32)
+    np.divide(patch.transpose(2, 0, 1), np.float32(255.0), out=out)
+    return out if dtype == np.float32 else out.astype(dtype)
 
 
 def joint_inputs(kp30: np.ndarray, img2crop: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -258,12 +262,14 @@ def prepare_persons(
     cfg: PreprocessConfig,
     fallback_boxes: list[np.ndarray | None] | None = None,
     image_index: int = 0,
+    crop_dtype=np.float32,
 ) -> tuple[list[PersonInput], list[tuple[int, str]]]:
     """Crops and joint inputs for the N people of one image.
 
     image_rgb (H,W,3) uint8 RGB; kp30 (N,30,3) image px; fallback_boxes: N optional (4,) xywh person
-    boxes. Returns (persons, skipped) where skipped holds (person_index, reason) for people without a
-    usable box; the order of ``persons`` follows the input order.
+    boxes; crop_dtype: float32 (CPU) or float16 (the fp16 CUDA path). Returns (persons, skipped) where
+    skipped holds (person_index, reason) for people without a usable box; the order of ``persons``
+    follows the input order.
     """
     image_rgb = np.asarray(image_rgb)
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
@@ -284,7 +290,7 @@ def prepare_persons(
         img2crop, crop2img = crop_affines(box, cfg)
         joints32, mask = joint_inputs(kp[None], img2crop[None], cfg)
         persons.append(PersonInput(
-            image=crop_image(image_f, img2crop, cfg), joints32=joints32[0], mask=mask[0],
+            image=crop_image(image_f, img2crop, cfg, crop_dtype), joints32=joints32[0], mask=mask[0],
             keypoints_2d=kp.copy(), box=np.array([*box.center, box.size], dtype=np.float64),
             img2crop=img2crop, crop2img=crop2img, image_size=(w, h), image_index=image_index,
             person_index=i, box_source=box.source,
@@ -321,18 +327,20 @@ class PersonBatch:
                               for f in dataclasses.fields(self)})
 
 
-def collate(persons: list[PersonInput]) -> PersonBatch:
-    """Stack PersonInput items (from any number of images) into a PersonBatch."""
+def collate(persons: list[PersonInput], *, pin_memory: bool = False) -> PersonBatch:
+    """Stack PersonInput items (from any number of images) into a PersonBatch (crops keep their dtype;
+    with ``pin_memory`` the tensors are page-locked, for non-blocking copies to a GPU)."""
     import torch
 
     if not persons:
         raise ValueError("collate needs at least one person")
 
     def stack(name: str, dtype) -> torch.Tensor:
-        return torch.from_numpy(np.stack([np.asarray(getattr(p, name)) for p in persons]).astype(dtype))
+        t = torch.from_numpy(np.stack([np.asarray(getattr(p, name)) for p in persons], dtype=dtype))
+        return t.pin_memory() if pin_memory else t
 
     return PersonBatch(
-        images=stack("image", np.float32), joints32=stack("joints32", np.float32),
+        images=stack("image", persons[0].image.dtype), joints32=stack("joints32", np.float32),
         mask=stack("mask", np.bool_), keypoints_2d=stack("keypoints_2d", np.float32),
         box=stack("box", np.float32), img2crop=stack("img2crop", np.float32),
         crop2img=stack("crop2img", np.float32), image_size=stack("image_size", np.int64),
