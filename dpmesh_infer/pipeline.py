@@ -42,6 +42,13 @@ logger = logging.getLogger(__name__)
 _FORMAT_BY_JOINTS = {17: "coco17", 18: "openpose18", 25: "openpose25", 30: "j30"}
 
 
+def _check_refine(refine):
+    """``refine`` must be None or a refinement config (duck-typed: the pipeline does not import it)."""
+    if refine is not None and not callable(getattr(refine, "refine_chunk", None)):
+        raise InputError(f"refine must be a dpmesh_infer.refine.RefineConfig or None, got {type(refine).__name__}")
+    return refine
+
+
 def _resolve_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
     dev = resolve_device(device)
     if isinstance(dtype, str):
@@ -71,14 +78,18 @@ class Pipeline:
     :class:`~dpmesh_infer.models.dpmesh.DPMesh` (``self.model``; the constructor checks that they fit
     together). The networks run in ``dtype`` (float16 autocast on CUDA by default, float32 on CPU);
     attention maps, the pose decoder and SMPL always run in float32.
+
+    ``refine``: a :class:`dpmesh_infer.refine.RefineConfig` to fit every body to its confident keypoints
+    after the network (SMPLify-X style; :meth:`__call__` can override it per call), or None.
     """
 
     def __init__(self, *, config: PipelineConfig, backbone, regressor, pose_decoder, body,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, refine=None) -> None:
         self.config = config
         self.model = DPMesh.from_config(config, backbone=backbone, regressor=regressor, pose_decoder=pose_decoder,
                                         body=body)
         self.device, self.dtype = _resolve_device_dtype(device, dtype)
+        self.refine = _check_refine(refine)
         self._place()
 
     # ------------------------------------------------------------------ components
@@ -102,13 +113,14 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, weights: str | os.PathLike | None = None, *, device=None,
-                        dtype=None) -> "Pipeline":
+                        dtype=None, refine=None) -> "Pipeline":
         """Load a weights directory (``weights``, else ``$DPMESH_WEIGHTS``, else the user cache).
 
         Args:
             weights: weights directory in our format (``dpmesh weights convert-official`` writes one).
             device: "cpu", "cuda", "cuda:1", a torch.device, or None/"auto" (CUDA when available).
             dtype: network dtype; None/"auto" = float16 on CUDA, float32 on CPU.
+            refine: a :class:`dpmesh_infer.refine.RefineConfig` (keypoint refinement), or None.
 
         Raises:
             WeightsError: the directory or any file is missing (one message lists all of them, where it
@@ -140,7 +152,7 @@ class Pipeline:
             regressor = load_regressor(component_dir(root, "regressor"))
             backbone = DiffusionBackbone.from_folders(**backbone_folders(root), device="cpu")
             pipe = cls(config=config, backbone=backbone, regressor=regressor, pose_decoder=pose_decoder,
-                       body=load_smpl(root), device=dev, dtype=dt)
+                       body=load_smpl(root), device=dev, dtype=dt, refine=refine)
         except ConfigError as e:  # a component config (or their combination) is invalid: bad weights
             raise WeightsError(f"invalid weights in {root}: {e}") from e
         logger.info("loaded weights from %s (%s)", root, loc.source)
@@ -239,7 +251,7 @@ class Pipeline:
     def __call__(self, images: ImageLike | Sequence[ImageLike], keypoints, *,
                  focal: float | Sequence[float | None] | FocalChoice | None = None, principal=None,
                  batch_size: int = 16, max_pixels: int | None = None,
-                 sources: Sequence[str | os.PathLike | None] | None = None) -> PipelineOutput:
+                 sources: Sequence[str | os.PathLike | None] | None = None, refine=None) -> PipelineOutput:
         """Reconstruct every person of every image.
 
         Args:
@@ -259,6 +271,8 @@ class Pipeline:
                 ``$DPMESH_MAX_PIXELS``).
             sources: per image, the file it came from, for in-memory images (written as ``source``
                 and used to match a KeypointSet and to read EXIF); default the path of path inputs.
+            refine: a :class:`dpmesh_infer.refine.RefineConfig` for this call, False for none, or None for
+                the pipeline's own ``refine``. Refined persons keep the network's body in ``refinement``.
 
         Returns:
             PipelineOutput with one ImageResult per image, in input order.
@@ -307,14 +321,20 @@ class Pipeline:
                 all_persons.append(p)
                 metas.append(_PersonMeta(i, p.person_index, scores[p.person_index]))
 
+        refiner = self.refine if refine is None else _check_refine(refine or None)
         per_image: dict[int, list[tuple[int, Person]]] = {i: [] for i in range(len(image_list))}
         for start in range(0, len(all_persons), batch_size):
             chunk = all_persons[start:start + batch_size]
             k_focal = torch.tensor([results[p.image_index].K[0, 0] for p in chunk], dtype=torch.float32)
             k_pp = torch.tensor(np.stack([results[p.image_index].K[:2, 2] for p in chunk]), dtype=torch.float32)
             out = self.forward_persons(chunk, focal=k_focal, principal=k_pp)
+            fits = None
+            if refiner is not None:  # keypoint refinement of the chunk (dpmesh_infer.refine), batched
+                out, fits = refiner.refine_chunk(self, out, chunk, focal=k_focal, principal=k_pp)
             for j, meta in enumerate(metas[start:start + batch_size]):
-                per_image[meta.image_index].append((meta.person_index, self._person(out, j, chunk[j], meta.score)))
+                person = self._person(out, j, chunk[j], meta.score)
+                person.refinement = None if fits is None else fits[j]
+                per_image[meta.image_index].append((meta.person_index, person))
         for i, res in enumerate(results):
             res.persons = [p for _, p in sorted(per_image[i], key=lambda t: t[0])]
         return PipelineOutput(images=results, faces=self.faces)
@@ -361,7 +381,8 @@ class Pipeline:
         Returns:
             dict of tensors (B, ...): vertices (6890,3), joints (30,3) and transl (3) in metres in the
             photo camera; global_orient (3), body_pose (23,3) axis-angle; betas (10); joints_2d (30,2)
-            pixels; cam (3) raw; transl_crop (3) crop-camera translation.
+            pixels; cam (3) raw; transl_crop (3) crop-camera translation; pose_head the raw pose output
+            (VPoser latent (32) or VQ logits (T, K)).
         """
         from .geometry.crops import collate
 
@@ -379,4 +400,5 @@ class Pipeline:
             "vertices": out.vertices + offset, "joints": joints, "global_orient": out.global_orient,
             "body_pose": out.body_pose, "betas": out.betas, "transl": out.transl + offset[:, 0],
             "joints_2d": project(joints, focal, principal, eps=0.0), "cam": out.cam, "transl_crop": out.transl,
+            "pose_head": out.pose_head,
         }

@@ -52,6 +52,7 @@ class RunOptions:
     max_pixels: int | None
     render: bool
     detector: DetectorOptions
+    refine: object = None  # a dpmesh_infer.refine.RefineConfig (--refine / --refine-config), or None
 
 
 @app.command()
@@ -95,6 +96,11 @@ def predict(
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse images with more pixels "
                                              "(decompression-bomb guard; default 100 million or "
                                              "$DPMESH_MAX_PIXELS)."),
+    refine: bool = typer.Option(False, "--refine", help="Fit every body to its confident keypoints after the "
+                                "network (SMPLify-X style; people.json keeps the unrefined body and the "
+                                "reprojection error before/after)."),
+    refine_config: Optional[Path] = typer.Option(None, "--refine-config", help="RefineConfig JSON for --refine "
+                                                 "(iterations, weights; see README)."),
     verbose: int = verbose_option(),
 ):
     """Reconstruct every person of the INPUT images and write meshes and parameters.
@@ -119,17 +125,31 @@ def predict(
         raise InputError("give both --det-config and --det-checkpoint, or neither")
     opts = RunOptions(weights=weights, device=device, dtype=dtype, focal=parse_focal_options(focal, fov),
                       batch_size=batch_size, max_pixels=max_pixels, render=render,
-                      detector=DetectorOptions(detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people))
+                      detector=DetectorOptions(detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people),
+                      refine=_refine_config(refine, refine_config))
     if to_folder:
         _predict_folder(images, out, keypoints=keypoints, opts=opts, chunk=chunk, overwrite=overwrite, quiet=quiet)
     else:
         _predict_file(images, out, keypoints=keypoints, opts=opts)
 
 
+def _refine_config(refine: bool, path: Path | None):
+    """The RefineConfig of --refine (defaults) / --refine-config FILE (implies --refine), or None."""
+    if path is None and not refine:
+        return None
+    from ..refine import RefineConfig
+
+    if path is None:
+        return RefineConfig()
+    if not path.is_file():
+        raise InputError(f"--refine-config {path}: no such file")
+    return RefineConfig.load_json(path)
+
+
 def _load_pipeline(opts: RunOptions):
     from ..pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(opts.weights, device=opts.device, dtype=opts.dtype)
+    pipe = Pipeline.from_pretrained(opts.weights, device=opts.device, dtype=opts.dtype, refine=opts.refine)
     if pipe.config.untrained:
         err_console.print("[yellow]warning:[/] these weights are UNTRAINED (random init): meshes are meaningless")
     return pipe
@@ -187,11 +207,11 @@ def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts
         err_console.print(f"{image.name}: person {idx} skipped: {reason}", highlight=False, markup=False)
     if not res.persons:
         raise NoPersonError(f"{image}: no person could be reconstructed ({len(res.skipped)} skipped, see above)")
-    written = save_result(res, result.faces, out)
-    if opts.render:
+    if opts.render:  # before the result: rendering also fills the occlusion ratios written with it
         with _make_renderer() as renderer:
             write_renders(renderer, res, result.faces, rgb, out.with_name(f"{out.stem}_overlay.png"),
                           out.with_name(f"{out.stem}_side.png"))
+    written = save_result(res, result.faces, out)
     n = result.num_persons
     console.print(f"{n} person{'s' if n != 1 else ''} from 1 image -> {written}", highlight=False, markup=False)
 
