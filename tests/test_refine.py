@@ -222,6 +222,8 @@ def test_pipeline_refine_hook_keeps_the_network_body(tiny_pipeline, scene, tmp_p
     try:
         assert tiny_pipeline(image, keypoints=kp)[0].persons[0].refinement.iterations == 1
         assert tiny_pipeline(image, keypoints=kp, refine=False)[0].persons[0].refinement is None
+        with torch.inference_mode():  # the refinement steps out of inference mode on its own
+            assert tiny_pipeline(image, keypoints=kp)[0].persons[0].refinement.status == "refined"
     finally:
         tiny_pipeline.refine = None
     with pytest.raises(InputError, match="RefineConfig"):

@@ -14,7 +14,7 @@ betas, and the translation, as a multiplicative offset of the network's pelvis d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -172,8 +172,10 @@ def fit_bodies(body, decoder, inputs: FitInputs, cfg: RefineConfig) -> FitResult
         inputs: :class:`FitInputs`.
         cfg: :class:`~dpmesh_infer.refine.RefineConfig`.
     """
-    x = inputs
-    with autocast_off(x.transl), torch.enable_grad():
+    with torch.inference_mode(False), autocast_off(inputs.transl), torch.enable_grad():
+        # normal tensors even when called under inference mode (inference tensors cannot be optimised)
+        x = FitInputs(**{f.name: None if getattr(inputs, f.name) is None else getattr(inputs, f.name).clone()
+                         for f in fields(FitInputs)})
         problem = _Problem(body, decoder, x, cfg)
         n_used = problem.used.sum(-1)
         active = n_used >= cfg.min_keypoints
