@@ -199,6 +199,9 @@ def test_cli_writes_maps_pictures_and_summary(tiny_weights, scene, tmp_path):
     # usage errors: exit 2; unusable image: exit 4
     assert CliRunner().invoke(app, args + ["--person", "5"]).exit_code == 2
     assert CliRunner().invoke(app, args + ["--patch", "300"]).exit_code == 2
+    (out / "occlusion.json").write_text((tmp_path / "kp.json").read_text())  # an input where an output goes
+    clash = CliRunner().invoke(app, args[:3] + [str(out / "occlusion.json")] + args[4:])
+    assert clash.exit_code == 2 and "where the output goes" in clash.output
     bad = CliRunner().invoke(app, ["occlusion-map", str(tmp_path / "none.png"), "-k", str(tmp_path / "kp.json"),
                                    "-w", str(tiny_weights), "--out", str(out)])
     assert bad.exit_code == 4 and "not found" in bad.output

@@ -248,3 +248,25 @@ def test_cli_predict_refine(tiny_weights, scene, tmp_path):
                                  str(tiny_weights), "-o", str(tmp_path / "b.json"), "--refine-config",
                                  str(tmp_path / "missing.json")])
     assert r.exit_code == 2 and "no such file" in r.output
+
+
+def test_cli_evaluate_refine_records_the_config(tiny_weights, tmp_path):
+    """`dpmesh evaluate --refine-config`: the refined bodies are evaluated and the config is in the report."""
+    from dpmesh_infer.data.synthetic import generate_synthetic_dataset
+    from dpmesh_infer.stand_ins.smpl import write_synthetic_h36m_regressor
+
+    data = generate_synthetic_dataset(tmp_path / "data", splits={"test": 1}, persons_per_image=(1, 1), seed=3)
+    reg = write_synthetic_h36m_regressor(tmp_path / "reg")
+    cfg = RefineConfig(iterations=3)
+    cfg.save_json(tmp_path / "refine.json")
+    base = ["evaluate", "-w", str(tiny_weights), "--data", str(data), "--h36m-regressor", str(reg), "--inputs",
+            "gt", "--device", "cpu", "-q", "--per-person"]
+    reports = {}
+    for name, extra in (("plain", []), ("refined", ["--refine-config", str(tmp_path / "refine.json")])):
+        r = CliRunner().invoke(app, base + ["--out", str(tmp_path / f"{name}.json")] + extra)
+        assert r.exit_code == 0, r.output
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert reports["plain"]["settings"]["refine"] is None
+    assert reports["refined"]["settings"]["refine"] == cfg.to_dict()
+    (plain,), (refined,) = reports["plain"]["persons"], reports["refined"]["persons"]
+    assert plain["status"] == refined["status"] == "evaluated" and plain["mpve"] != refined["mpve"]

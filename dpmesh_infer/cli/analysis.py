@@ -77,10 +77,11 @@ def occlusion_map_cmd(
                           drop_occluded_keypoints=drop_occluded_keypoints)  # ConfigError: exit 2
     if not image.is_file():
         raise ImageError(f"image not found: {image}")
-    src = image.resolve()
-    if src == (out / SUMMARY_FILE).resolve() or (src.parent.parent == out.resolve()
-                                                 and src.parent.name.startswith("person_")):
-        raise InputError(f"{image} lies where the output goes (--out {out}); choose another --out")
+    for given in [image] + ([keypoints] if keypoints is not None else []):  # no output overwrites an input
+        src = given.resolve()
+        if src == (out / SUMMARY_FILE).resolve() or (src.parent.parent == out.resolve()
+                                                     and src.parent.name.startswith("person_")):
+            raise InputError(f"{given} lies where the output goes (--out {out}); choose another --out")
     kpset = read_keypoints(keypoints) if keypoints is not None else None
     rgb = load_image(image, max_pixels=max_pixels)
     check_writable(out)

@@ -19,7 +19,10 @@ from .common import (
     device_option,
     err_console,
     handle_errors,
+    load_refine_config,
     quiet_option,
+    refine_config_option,
+    refine_option,
     setup_logging,
     verbose_option,
     weights_option,
@@ -96,11 +99,8 @@ def predict(
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse images with more pixels "
                                              "(decompression-bomb guard; default 100 million or "
                                              "$DPMESH_MAX_PIXELS)."),
-    refine: bool = typer.Option(False, "--refine", help="Fit every body to its confident keypoints after the "
-                                "network (SMPLify-X style; people.json keeps the unrefined body and the "
-                                "reprojection error before/after)."),
-    refine_config: Optional[Path] = typer.Option(None, "--refine-config", help="RefineConfig JSON for --refine "
-                                                 "(iterations, weights; see README)."),
+    refine: bool = refine_option(),
+    refine_config: Optional[Path] = refine_config_option(),
     verbose: int = verbose_option(),
 ):
     """Reconstruct every person of the INPUT images and write meshes and parameters.
@@ -126,24 +126,11 @@ def predict(
     opts = RunOptions(weights=weights, device=device, dtype=dtype, focal=parse_focal_options(focal, fov),
                       batch_size=batch_size, max_pixels=max_pixels, render=render,
                       detector=DetectorOptions(detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people),
-                      refine=_refine_config(refine, refine_config))
+                      refine=load_refine_config(refine, refine_config))
     if to_folder:
         _predict_folder(images, out, keypoints=keypoints, opts=opts, chunk=chunk, overwrite=overwrite, quiet=quiet)
     else:
         _predict_file(images, out, keypoints=keypoints, opts=opts)
-
-
-def _refine_config(refine: bool, path: Path | None):
-    """The RefineConfig of --refine (defaults) / --refine-config FILE (implies --refine), or None."""
-    if path is None and not refine:
-        return None
-    from ..refine import RefineConfig
-
-    if path is None:
-        return RefineConfig()
-    if not path.is_file():
-        raise InputError(f"--refine-config {path}: no such file")
-    return RefineConfig.load_json(path)
 
 
 def _load_pipeline(opts: RunOptions):
