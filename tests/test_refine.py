@@ -148,8 +148,11 @@ def test_vq_head_optimises_the_body_pose_directly(tiny_pipeline):
 def test_too_few_keypoints_leave_the_body_unchanged(tiny_pipeline):
     x, _ = _people(tiny_pipeline, 2, seed=3, noise=0.3)
     x.keypoints[1, 3:, 2] = 0.0
-    r = fit_bodies(tiny_pipeline.body, tiny_pipeline.pose_decoder, x, RefineConfig(iterations=3))
+    weights = (1.0,) * 25 + (0.0,) * 5  # face keypoints 25..29 never fitted: not counted as used
+    r = fit_bodies(tiny_pipeline.body, tiny_pipeline.pose_decoder, x, RefineConfig(iterations=3,
+                                                                                   keypoint_weights=weights))
     assert r.refined.tolist() == [True, False] and r.iterations.tolist() == [3, 0]
+    assert r.keypoints_used.tolist() == [25, 3]
     assert torch.equal(r.pose_latent[1], x.pose_latent[1]) and torch.equal(r.transl[1], x.transl[1])
     torch.testing.assert_close(r.error_after_px[1], r.error_before_px[1])
 
@@ -177,7 +180,8 @@ def test_loss_terms():
 
 
 def test_config_validation_and_json(tmp_path):
-    for bad in ({"iterations": -1}, {"lr": 0.0}, {"min_confidence": 1.5}, {"shape_weight": -1.0}):
+    for bad in ({"iterations": -1}, {"lr": 0.0}, {"min_confidence": 1.5}, {"shape_weight": -1.0},
+                {"keypoint_weights": (1.0, 2.0)}):
         with pytest.raises(ConfigError):
             RefineConfig(**bad)
     cfg = RefineConfig(iterations=7, interpenetration_weight=0.0)

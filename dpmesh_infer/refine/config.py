@@ -42,6 +42,9 @@ class RefineConfig(ConfigBase):
             same image whose crop boxes overlap, within one network batch.
         pair_margin_m: depth-order hinge: an overlapping pair whose network pelvis depths differ by more
             than this keeps its order with at least half that gap.
+        keypoint_weights: () for all 1, or 30 factors (30-joint set) multiplying the confidences in the
+            reprojection term, e.g. lower on the hips (COCO hip keypoints sit lower and wider than SMPL's
+            hip joints; SMPLify-X down-weights them) or 0 for joints never to fit.
     """
 
     iterations: int = 100
@@ -59,6 +62,7 @@ class RefineConfig(ConfigBase):
     depth_order_weight: float = 0.1
     pair_margin_m: float = 0.1
     optimise_betas: bool = True
+    keypoint_weights: tuple[float, ...] = ()
     early_stop_tol: float = 1e-3
     patience: int = 10
 
@@ -75,6 +79,8 @@ class RefineConfig(ConfigBase):
         bad = [w for w in weights if getattr(self, w) < 0]
         if bad:
             raise ConfigError(f"RefineConfig: {bad} must be >= 0")
+        if len(self.keypoint_weights) not in (0, 30) or any(w < 0 for w in self.keypoint_weights):
+            raise ConfigError("RefineConfig: keypoint_weights must be empty or 30 numbers >= 0 (the 30-joint set)")
 
     def refine_chunk(self, pipe, out: dict, persons: list, *, focal, principal):
         """Refine one network batch of :class:`~dpmesh_infer.pipeline.Pipeline` (its hook; see

@@ -106,8 +106,10 @@ class _Problem:
     def __init__(self, body, decoder, inputs: FitInputs, cfg: RefineConfig) -> None:
         self.body, self.decoder, self.x, self.cfg = body, decoder, inputs, cfg
         conf = inputs.keypoints[..., 2]
-        self.used = conf >= cfg.min_confidence
-        self.weights = torch.where(self.used, conf, torch.zeros_like(conf))
+        factor = torch.ones_like(conf[0]) if not cfg.keypoint_weights else torch.tensor(
+            cfg.keypoint_weights, dtype=conf.dtype, device=conf.device)
+        self.used = (conf >= cfg.min_confidence) & (factor > 0)
+        self.weights = torch.where(self.used, conf * factor, torch.zeros_like(conf))
         self.depth_ref = inputs.transl[:, 2].abs().clamp_min(0.1)  # scale of the translation offset
         with torch.no_grad():
             ref = self.body(inputs.global_orient, inputs.body_pose, inputs.betas, inputs.transl)
