@@ -115,8 +115,8 @@ def write_person(m: OcclusionMap, person, photo: np.ndarray, folder: Path, *, he
         idx = [j for j in JOINT_GROUPS[name] if bool(person.mask[j])]
         points[name] = crop_pts[idx]
         crop_maps[name] = heat = m.to_crop(grid)
-        title = (f"{label}: {name.replace('_', ' ')} — occluder {m.patch} px, stride {m.stride} px "
-                 f"(max {float(grid.max()):.1f} mm)")
+        title = (f"{label}: {name.replace('_', ' ')} (max {float(grid.max()):.1f} mm)\n"
+                 f"occluder {m.patch} px, stride {m.stride} px")
         written.append(write_bytes(folder / f"crop_{name}.png", heat_overlay_png(crop, heat, title=title,
                                                                                points=points[name])))
         photo_heat, inside = m.to_image(grid)
