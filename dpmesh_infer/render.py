@@ -241,7 +241,6 @@ class Renderer:
             raise RenderError(f"rendering failed ({self.platform}): {type(e).__name__}: {e}") from e
         return np.ascontiguousarray(color[..., :3]), np.asarray(depth, np.float32)
 
-
     def _render_depths(self, meshes, K, size):  # runs on the render thread
         pyrender = self._pyrender
         import trimesh
