@@ -9,8 +9,9 @@
 #      local CPU wheel in pip's find-links that wheel is picked up; from PyPI it is the CUDA build).
 #      TORCH_SPEC is split into words, so it may carry pip options, e.g.
 #        TORCH_SPEC="torch==2.5.1 --index-url https://download.pytorch.org/whl/cpu" bash install.sh
-#   3. this package with its test and render extras: pip install -e ".[test,render]" (editable; the render
-#      extra is pyrender, which pins PyOpenGL 3.1.0 -- kept: EGL works with it);
+#   3. this package with its test, render and analysis extras: pip install -e ".[test,render,analysis]"
+#      (editable; the render extra is pyrender, which pins PyOpenGL 3.1.0 -- kept: EGL works with it; the
+#      analysis extra is matplotlib, for the pictures of `dpmesh occlusion-map`);
 #   4. the Debian/Ubuntu OpenGL libraries for headless rendering with EGL and Mesa's software renderer
 #      (libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri), apt-installed only when missing and only as root
 #      (otherwise a warning with the command); skipped where there is no dpkg/apt-get;
@@ -69,7 +70,8 @@ export PIP_ROOT_USER_ACTION="${PIP_ROOT_USER_ACTION:-ignore}"  # said once below
 
 # Small Python helper (run outside the repo): `check missing REQ...` prints the requirements not satisfied
 # by what is installed; `check package REPO` prints "current" when dpmesh-infer is installed editable
-# from REPO at the pyproject's version with all its dependencies (and the test and render extras) satisfied.
+# from REPO at the pyproject's version with all its dependencies (and the test, render and analysis extras)
+# satisfied.
 CHECK_PY='
 import json, sys
 from importlib import metadata
@@ -105,7 +107,7 @@ def package_current(repo):
         return False
     project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
     extras = project.get("optional-dependencies", {})
-    reqs = list(project.get("dependencies", [])) + list(extras.get("test", [])) + list(extras.get("render", []))
+    reqs = list(project.get("dependencies", [])) + [r for x in ("test", "render", "analysis") for r in extras.get(x, [])]
     return dist.version == project["version"] and not unmet(reqs)
 
 mode, args = sys.argv[1], sys.argv[2:]
@@ -171,11 +173,11 @@ fi
 write_constraints
 
 # ---------------------------------------------------------------------------------------------------
-step "3/6 dpmesh-infer (editable, with the test and render extras)"
+step "3/6 dpmesh-infer (editable, with the test, render and analysis extras)"
 if [ "$(check package "$REPO")" = "current" ]; then
   ok "installed (editable from $REPO), all requirements satisfied"
 else
-  pip_ install -q -c "$CONSTRAINTS" -e "$REPO[test,render]"
+  pip_ install -q -c "$CONSTRAINTS" -e "$REPO[test,render,analysis]"
   ok "installed"
 fi
 write_constraints

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .models.dpmesh import PipelineConfig
     from .outputs import ImageResult, Person, PipelineOutput
     from .pipeline import Pipeline
+    from .refine import RefineConfig
 
 #: public name -> module that defines it (relative to this package)
 _PUBLIC = {
@@ -34,10 +35,11 @@ _PUBLIC = {
     "KeypointPerson": ".keypoint_files",
     "KeypointSet": ".keypoint_files",
     "FocalChoice": ".focal",
+    "RefineConfig": ".refine",
 }
 
 __all__ = ["Pipeline", "PipelineConfig", "PipelineOutput", "ImageResult", "Person", "load_image", "read_keypoints",
-           "KeypointPerson", "KeypointSet", "FocalChoice", "__version__"]
+           "KeypointPerson", "KeypointSet", "FocalChoice", "RefineConfig", "__version__"]
 
 
 def __getattr__(name: str):

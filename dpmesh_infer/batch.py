@@ -303,9 +303,13 @@ def write_image_outputs(result, faces: np.ndarray, folder: Path, *, image: np.nd
 
 def write_renders(renderer, result, faces: np.ndarray, image: np.ndarray, overlay_path: Path,
                   side_path: Path) -> None:
-    """Render the overlay over ``image`` and the side view (image size), written atomically as PNG."""
+    """Render the overlay over ``image`` and the side view (image size), written atomically as PNG; also
+    fills every person's occlusion ratio (``visibility``, from the rendered depth of all people)."""
+    from .analysis.visibility import add_occlusion_ratios
     from .atomic import write_bytes
     from .render import encode_png
+
+    add_occlusion_ratios(result, renderer, faces)
 
     overlay = renderer.overlay(image, result, faces)
     side = renderer.side_view(result, faces, size=(image.shape[1], image.shape[0]))

@@ -126,6 +126,14 @@ def _renderers() -> list[Check]:
     return out
 
 
+def _analysis() -> list[Check]:
+    """matplotlib draws the pictures of ``dpmesh occlusion-map`` (found, not imported)."""
+    ok = importlib.util.find_spec("matplotlib") is not None
+    return [Check("analysis", "matplotlib", "ok" if ok else "warn",
+                  "installed (occlusion-map pictures)" if ok else "not installed: occlusion-map cannot draw its maps",
+                  "" if ok else "python3 -m pip install 'dpmesh-infer[analysis]'")]
+
+
 def _weights(explicit) -> tuple[list[Check], Path | None]:
     from .errors import WeightsError
     from .weights.layout import FIX_CONVERT, FIX_SMPL, fix_command, missing_files, required_files
@@ -189,7 +197,7 @@ def collect(weights=None, *, detector_stack: bool = True) -> list[Check]:
     checks = _system() + _torch() + _packages()
     if detector_stack:
         checks += _detector_stack()
-    checks += _renderers()
+    checks += _renderers() + _analysis()
     wchecks, wdir = _weights(weights)
     return checks + wchecks + _detector_weights(wdir)
 

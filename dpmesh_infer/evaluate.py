@@ -85,6 +85,7 @@ class EvaluationSettings:
     h36m_regressor: str | None = None  # where the regressor came from
     h36m_regressor_sha256: str | None = None
     gt_smpl: Mapping[str, str] = dataclasses.field(default_factory=dict)  # gender -> source of that body
+    refine: Mapping[str, object] | None = None  # the RefineConfig of the run (keypoint refinement), or None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -492,12 +493,16 @@ def evaluate_command(weights: Path | None, data: Path, *, out: Path | None = Non
                      inputs: str = "auto", h36m_regressor: Path | None = None, smpl_male: Path | None = None,
                      smpl_female: Path | None = None, allow_neutral_gt: bool = False, device: str = "auto",
                      batch_size: int = 16, chunk: int = 8, per_person: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[EvaluationReport, Path]:
+                     progress: Callable[[int, int], None] | None = None,
+                     refine=None) -> tuple[EvaluationReport, Path]:
     """Body of ``dpmesh evaluate``: check everything that can fail cheaply, then load, run, write the JSON.
 
     ``out``: a .json path, or an existing folder; default ``./<dataset name>-eval.json`` (current
     directory). Order of checks (all before the pipeline is loaded): options, dataset, weights directory,
     H36M regressor (exit 3 if missing), gendered GT bodies (exit 3 if needed and absent), inputs.
+
+    ``refine``: a :class:`~dpmesh_infer.refine.RefineConfig` to evaluate the refined bodies (recorded in
+    the report's settings).
 
     Returns (report, path of the written JSON).
     """
@@ -528,7 +533,7 @@ def evaluate_command(weights: Path | None, data: Path, *, out: Path | None = Non
 
     from .pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(loc.path, device=device)
+    pipe = Pipeline.from_pretrained(loc.path, device=device, refine=refine)
     gt_bodies = {"neutral": pipe.body, **{g: b.to(pipe.device) for g, b in bodies.items()}}
     report = evaluate_dataset(pipe, dataset, splits=split_list, inputs=inputs, h36m_regressor=regressor,
                               gt_bodies=gt_bodies, allow_neutral_gt=allow_neutral_gt, batch_size=batch_size,
@@ -536,5 +541,6 @@ def evaluate_command(weights: Path | None, data: Path, *, out: Path | None = Non
     gt_smpl = {"neutral": f"{loc.path.resolve()}/smpl (the weights' body)",
                **{g: str(Path(p).resolve()) for g, p in given.items()}}
     report.settings = dataclasses.replace(report.settings, weights=str(loc.path.resolve()), device=str(pipe.device),
-                                          h36m_regressor=reg_source, h36m_regressor_sha256=reg_sha, gt_smpl=gt_smpl)
+                                          h36m_regressor=reg_source, h36m_regressor_sha256=reg_sha, gt_smpl=gt_smpl,
+                                          refine=None if refine is None else refine.to_dict())
     return report, write_report(report, out_path, per_person=per_person)

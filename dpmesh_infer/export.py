@@ -37,6 +37,7 @@ def result_to_dict(result: ImageResult) -> dict:
                 },
                 "joints_3d": np.asarray(p.joints, float).round(6).tolist(),
                 "joints_2d": np.asarray(p.joints_2d, float).round(3).tolist(),
+                **p.extra_json(),  # visibility; refinement (errors before/after, unrefined body) when refined
             }
         )
     return {

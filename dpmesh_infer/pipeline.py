@@ -42,6 +42,13 @@ logger = logging.getLogger(__name__)
 _FORMAT_BY_JOINTS = {17: "coco17", 18: "openpose18", 25: "openpose25", 30: "j30"}
 
 
+def _check_refine(refine):
+    """``refine`` must be None or a refinement config (duck-typed: the pipeline does not import it)."""
+    if refine is not None and not callable(getattr(refine, "refine_chunk", None)):
+        raise InputError(f"refine must be a dpmesh_infer.refine.RefineConfig or None, got {type(refine).__name__}")
+    return refine
+
+
 def _resolve_device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
     dev = resolve_device(device)
     if isinstance(dtype, str):
@@ -127,17 +134,21 @@ class Pipeline:
     :class:`~dpmesh_infer.models.dpmesh.DPMesh` (``self.model``; the constructor checks that they fit
     together). The networks run in ``dtype`` (float16 autocast on CUDA by default, float32 on CPU);
     attention maps, the pose decoder and SMPL always run in float32.
+
+    ``refine``: a :class:`dpmesh_infer.refine.RefineConfig` to fit every body to its confident keypoints
+    after the network (SMPLify-X style; :meth:`__call__` can override it per call), or None.
     """
 
     def __init__(self, *, config: PipelineConfig, backbone, regressor, pose_decoder, body,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 runtime: RuntimeOptions | None = None) -> None:
+                 runtime: RuntimeOptions | None = None, refine=None) -> None:
         self.config = config
         self.model = DPMesh.from_config(config, backbone=backbone, regressor=regressor, pose_decoder=pose_decoder,
                                         body=body)
         self.device, self.dtype = _resolve_device_dtype(device, dtype)
         self._runtime_request = runtime or RuntimeOptions()
         self._compiled = False
+        self.refine = _check_refine(refine)
         self._place()
 
     # ------------------------------------------------------------------ components
@@ -161,7 +172,7 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, weights: str | os.PathLike | None = None, *, device=None,
-                        dtype=None, runtime: RuntimeOptions | None = None) -> "Pipeline":
+                        dtype=None, runtime: RuntimeOptions | None = None, refine=None) -> "Pipeline":
         """Load a weights directory (``weights``, else ``$DPMESH_WEIGHTS``, else the user cache).
 
         Args:
@@ -169,6 +180,7 @@ class Pipeline:
             device: "cpu", "cuda", "cuda:1", a torch.device, or None/"auto" (CUDA when available).
             dtype: network dtype; None/"auto" = float16 on CUDA, float32 on CPU.
             runtime: the fast-path switches (:class:`RuntimeOptions`; default: the device's defaults).
+            refine: a :class:`dpmesh_infer.refine.RefineConfig` (keypoint refinement), or None.
 
         Raises:
             WeightsError: the directory or any file is missing (one message lists all of them, where it
@@ -200,7 +212,7 @@ class Pipeline:
             regressor = load_regressor(component_dir(root, "regressor"))
             backbone = DiffusionBackbone.from_folders(**backbone_folders(root), device="cpu")
             pipe = cls(config=config, backbone=backbone, regressor=regressor, pose_decoder=pose_decoder,
-                       body=load_smpl(root), device=dev, dtype=dt, runtime=runtime)
+                       body=load_smpl(root), device=dev, dtype=dt, runtime=runtime, refine=refine)
         except ConfigError as e:  # a component config (or their combination) is invalid: bad weights
             raise WeightsError(f"invalid weights in {root}: {e}") from e
         logger.info("loaded weights from %s (%s)", root, loc.source)
@@ -319,7 +331,7 @@ class Pipeline:
     def __call__(self, images: ImageLike | Sequence[ImageLike], keypoints, *,
                  focal: float | Sequence[float | None] | FocalChoice | None = None, principal=None,
                  batch_size: int | None = None, max_pixels: int | None = None,
-                 sources: Sequence[str | os.PathLike | None] | None = None) -> PipelineOutput:
+                 sources: Sequence[str | os.PathLike | None] | None = None, refine=None) -> PipelineOutput:
         """Reconstruct every person of every image (:meth:`prepare` then :meth:`infer`).
 
         Args:
@@ -340,13 +352,15 @@ class Pipeline:
                 ``$DPMESH_MAX_PIXELS``).
             sources: per image, the file it came from, for in-memory images (written as ``source``
                 and used to match a KeypointSet and to read EXIF); default the path of path inputs.
+            refine: a :class:`dpmesh_infer.refine.RefineConfig` for this call, False for none, or None for
+                the pipeline's own ``refine``. Refined persons keep the network's body in ``refinement``.
 
         Returns:
             PipelineOutput with one ImageResult per image, in input order.
         """
         prepared = self.prepare(images, keypoints, focal=focal, principal=principal, max_pixels=max_pixels,
                                 sources=sources)
-        return self.infer(prepared, batch_size=batch_size)
+        return self.infer(prepared, batch_size=batch_size, refine=refine)
 
     @property
     def default_batch_size(self) -> int:
@@ -417,11 +431,13 @@ class Pipeline:
                           focal_source=f_source)
         return res, persons, [_PersonMeta(i, p.person_index, scores[p.person_index]) for p in persons]
 
-    def infer(self, prepared: PreparedImages, *, batch_size: int | None = None) -> PipelineOutput:
+    def infer(self, prepared: PreparedImages, *, batch_size: int | None = None, refine=None) -> PipelineOutput:
         """The device half of a call: the network over the prepared persons in batches of ``batch_size``
-        (persons of different images share batches), placed in each image's camera. Returns the
-        :class:`PipelineOutput` (``prepared``'s image results, filled in)."""
+        (persons of different images share batches), placed in each image's camera, refined to the
+        keypoints when a refinement config is set (``refine``, else the pipeline's; ``False`` turns it off).
+        Returns the :class:`PipelineOutput` (``prepared``'s image results, filled in)."""
         batch_size = self.default_batch_size if batch_size is None else batch_size
+        refiner = self.refine if refine is None else _check_refine(refine or None)
         if batch_size < 1:
             raise InputError("batch_size must be at least 1")
         results, persons, metas = prepared.results, prepared.persons, prepared.metas
@@ -430,9 +446,16 @@ class Pipeline:
             chunk = persons[start:start + batch_size]
             k_focal = torch.tensor([results[p.image_index].K[0, 0] for p in chunk], dtype=torch.float32)
             k_pp = torch.tensor(np.stack([results[p.image_index].K[:2, 2] for p in chunk]), dtype=torch.float32)
-            out = self.forward_persons(chunk, focal=k_focal, principal=k_pp, pad_to=batch_size)
+            fields, n = self._forward_device(chunk, focal=k_focal, principal=k_pp, pad_to=batch_size)
+            fits = None
+            if refiner is not None:  # keypoint refinement of the chunk (dpmesh_infer.refine), batched
+                fields, fits = refiner.refine_chunk(self, {k: v[:n] for k, v in fields.items()}, chunk,
+                                                    focal=k_focal, principal=k_pp)
+            out = _to_host(fields, n)
             for j, meta in enumerate(metas[start:start + batch_size]):
-                per_image[meta.image_index].append((meta.person_index, self._person(out, j, chunk[j], meta.score)))
+                person = self._person(out, j, chunk[j], meta.score)
+                person.refinement = None if fits is None else fits[j]
+                per_image[meta.image_index].append((meta.person_index, person))
         for i, res in enumerate(results):
             res.persons = [p for _, p in sorted(per_image[i], key=lambda t: t[0])]
         return PipelineOutput(images=results, faces=self.faces)
@@ -463,7 +486,6 @@ class Pipeline:
             return torch.autocast("cuda", dtype=self.dtype)
         return contextlib.nullcontext()
 
-    @torch.inference_mode()
     def forward_persons(self, persons: list[PersonInput], *, focal: torch.Tensor, principal: torch.Tensor,
                         pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Run the network on preprocessed persons (one network batch) and place them in the photo camera.
@@ -479,8 +501,15 @@ class Pipeline:
             dict of float32 numpy arrays (B, ...), copied from the device in one transfer: vertices
             (6890,3), joints (30,3) and transl (3) in metres in the photo camera; global_orient (3),
             body_pose (23,3) axis-angle; betas (10); joints_2d (30,2) pixels; cam (3) raw; transl_crop (3)
-            crop-camera translation.
+            crop-camera translation; pose_head the raw pose output (VPoser latent (32) or VQ logits (T, K)).
         """
+        return _to_host(*self._forward_device(persons, focal=focal, principal=principal, pad_to=pad_to))
+
+    @torch.inference_mode()
+    def _forward_device(self, persons: list[PersonInput], *, focal: torch.Tensor, principal: torch.Tensor,
+                        pad_to: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
+        """:meth:`forward_persons` before the copy to the host: (fields on the device, possibly padded;
+        the number of real persons)."""
         from .geometry.crops import collate
 
         n = len(persons)
@@ -503,8 +532,9 @@ class Pipeline:
             "vertices": out.vertices + offset, "joints": joints, "global_orient": out.global_orient,
             "body_pose": out.body_pose, "betas": out.betas, "transl": out.transl + offset[:, 0],
             "joints_2d": project(joints, focal, principal, eps=0.0), "cam": out.cam, "transl_crop": out.transl,
+            "pose_head": out.pose_head,
         }
-        return _to_host(fields, n)
+        return fields, n
 
 
 def _to_host(fields: dict[str, torch.Tensor], n: int) -> dict[str, np.ndarray]:

@@ -169,6 +169,23 @@ class Renderer:
         color, _ = self.render(turned, result.K, (w, h), bg_color=bg_color)
         return color
 
+    def person_depths(self, meshes: list[tuple[np.ndarray, np.ndarray]], K: np.ndarray,
+                      size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Depth of all people in one scene and of each person alone (what occlusion ratios need).
+
+        Args:
+            meshes: [(vertices (V, 3) OpenCV camera frame, metres; faces (F, 3))], one per person.
+            K: (3, 3) intrinsics; size: (W, H) pixels.
+
+        Returns:
+            scene (H, W) float32: depth z (metres) of the nearest surface with everyone rendered together
+            (one depth buffer, as :meth:`overlay`), 0 where nothing is; alone (P, H, W) float32: the same
+            for each person rendered by itself (its full silhouette, hidden parts included).
+        """
+        if self._closed:
+            raise RenderError("the renderer was closed")
+        return self._pool.submit(self._render_depths, meshes, np.asarray(K, np.float64), size).result()
+
     def close(self) -> None:
         if self._closed:
             return
@@ -223,6 +240,35 @@ class Renderer:
         except Exception as e:  # noqa: BLE001
             raise RenderError(f"rendering failed ({self.platform}): {type(e).__name__}: {e}") from e
         return np.ascontiguousarray(color[..., :3]), np.asarray(depth, np.float32)
+
+    def _render_depths(self, meshes, K, size):  # runs on the render thread
+        pyrender = self._pyrender
+        import trimesh
+
+        w, h = int(size[0]), int(size[1])
+        if self._r.viewport_width != w or self._r.viewport_height != h:
+            self._r.viewport_width, self._r.viewport_height = w, h
+        scene = pyrender.Scene()
+        nodes, zmax = [], 1.0
+        for verts, faces in meshes:
+            gl = np.asarray(verts, np.float64) @ OPENCV_TO_GL.T
+            zmax = max(zmax, float(-gl[:, 2].min()))
+            nodes.append(scene.add(pyrender.Mesh.from_trimesh(trimesh.Trimesh(gl, faces, process=False))))
+        # the camera of _render (same half-pixel offsets), and the same depth range for every pass
+        cam = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2] + 0.5, cy=K[1, 2] + 1.0, znear=0.01,
+                                        zfar=zmax * 2.0 + 10.0)
+        scene.add(cam, pose=np.eye(4))
+        flags = pyrender.RenderFlags.DEPTH_ONLY
+        try:
+            together = np.asarray(self._r.render(scene, flags=flags), np.float32)
+            alone = np.zeros((len(nodes), h, w), np.float32)
+            for i, node in enumerate(nodes):
+                for j, other in enumerate(nodes):
+                    other.mesh.is_visible = i == j
+                alone[i] = self._r.render(scene, flags=flags)
+        except Exception as e:  # noqa: BLE001
+            raise RenderError(f"rendering failed ({self.platform}): {type(e).__name__}: {e}") from e
+        return together, alone
 
 
 def _light_pose(toward_light) -> np.ndarray:

@@ -41,7 +41,8 @@ def test_dpmesh_output_is_a_dataclass_with_documented_shapes(tiny_pipeline):
     shapes = {f.name: tuple(getattr(out, f.name).shape) for f in dataclasses.fields(out)}
     assert shapes == {"features": (3, 128, 8, 8), "joint_img": (3, 15, 3), "global_orient": (3, 3),
                       "body_pose": (3, 23, 3), "betas": (3, 10), "cam": (3, 3), "transl": (3, 3),
-                      "vertices": (3, 6890, 3), "joints": (3, 30, 3), "joints_proj": (3, 30, 2)}
+                      "vertices": (3, 6890, 3), "joints": (3, 30, 3), "joints_proj": (3, 30, 2),
+                      "pose_head": (3, 32)}
     torch.testing.assert_close(out.root, out.joints[:, 0])
     torch.testing.assert_close(out.joints_rel[:, 0], torch.zeros(3, 3))
     # the crop projection is the pinhole of the crop camera (principal point 128, upstream eps 1e-4)

@@ -143,6 +143,9 @@ def test_predict_render_folder_and_file(renderer, photo, tiny_weights, tmp_path)
         with Image.open(out / "a" / name) as im:
             assert im.size == (w, h) and im.mode == "RGB"
     assert (out / "a" / "people.json").is_file()
+    people = json.loads((out / "a" / "people.json").read_text())["persons"]
+    ratios = [p["visibility"]["occlusion_ratio"] for p in people]
+    assert len(ratios) == 2 and all(0.0 <= r <= 1.0 for r in ratios)  # from the rendered depth (--render)
     # resume: finished with the renders; a folder finished without them is redone only with --render
     from dpmesh_infer.batch import plan_batch
 
@@ -157,6 +160,8 @@ def test_predict_render_folder_and_file(renderer, photo, tiny_weights, tmp_path)
     for name in ("mesh_overlay.png", "mesh_side.png"):
         with Image.open(mesh.parent / name) as im:
             assert im.size == (w, h)
+    single = json.loads((mesh.parent / "mesh.json").read_text())["persons"]
+    assert [p["visibility"]["occlusion_ratio"] for p in single] == pytest.approx(ratios, abs=1e-4)
     overlay = np.asarray(Image.open(mesh.parent / "mesh_overlay.png"))
     photo_px = np.asarray(Image.open(root / "a.png").convert("RGB"))
     assert (overlay != photo_px).any(-1).mean() > 0.001  # people were drawn over the photo

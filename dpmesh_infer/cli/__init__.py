@@ -15,7 +15,7 @@ import typer
 
 from .. import __version__
 from ..errors import DpmeshError
-from . import checks, data, demo, detect, evaluate, predict, train, weights
+from . import analysis, checks, data, demo, detect, evaluate, predict, train, weights
 from .common import console, err_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -34,7 +34,7 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
     """dpmesh: 3D human meshes from crowd photos."""
 
 
-for _commands in (predict, detect, evaluate, checks, demo):
+for _commands in (predict, detect, evaluate, checks, demo, analysis):
     app.add_typer(_commands.app)
 for _name, _group in (("weights", weights), ("train", train), ("data", data)):
     app.add_typer(_group.app, name=_name)

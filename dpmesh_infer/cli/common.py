@@ -92,3 +92,30 @@ def verbose_option() -> object:
 def quiet_option(help: str = "No progress bar or summary table (errors still shown).") -> object:
     """``--quiet/-q``."""
     return typer.Option(False, "--quiet", "-q", help=help)
+
+
+def refine_option() -> object:
+    """``--refine`` (keypoint refinement with the default RefineConfig)."""
+    return typer.Option(False, "--refine", help="Fit every body to its confident keypoints after the network "
+                        "(SMPLify-X style; people.json keeps the unrefined body and the reprojection error "
+                        "before/after).")
+
+
+def refine_config_option() -> object:
+    """``--refine-config FILE.json`` (implies --refine)."""
+    return typer.Option(None, "--refine-config", help="RefineConfig JSON for --refine (iterations, weights; see "
+                        "README); implies --refine.")
+
+
+def load_refine_config(refine: bool, path):
+    """The RefineConfig of --refine (defaults) / --refine-config FILE (implies --refine), or None."""
+    if path is None and not refine:
+        return None
+    from ..errors import InputError
+    from ..refine import RefineConfig
+
+    if path is None:
+        return RefineConfig()
+    if not path.is_file():
+        raise InputError(f"--refine-config {path}: no such file")
+    return RefineConfig.load_json(path)

@@ -12,7 +12,10 @@ from .common import (
     device_option,
     err_console,
     handle_errors,
+    load_refine_config,
     quiet_option,
+    refine_config_option,
+    refine_option,
     setup_logging,
     verbose_option,
     weights_option,
@@ -42,6 +45,8 @@ def evaluate_cmd(
     batch_size: int = typer.Option(16, help="Persons per network batch."),
     chunk: int = typer.Option(8, "--chunk", help="Images per pipeline call."),
     per_person: bool = typer.Option(False, "--per-person", help="Also write every person's metrics to the JSON."),
+    refine: bool = refine_option(),
+    refine_config: Optional[Path] = refine_config_option(),
     quiet: bool = quiet_option("No progress bar."),
     verbose: int = verbose_option(),
 ):
@@ -60,7 +65,8 @@ def evaluate_cmd(
             weights, data, out=out, splits=split, inputs=inputs, h36m_regressor=h36m_regressor, smpl_male=smpl_male,
             smpl_female=smpl_female, allow_neutral_gt=allow_neutral_gt, device=device, batch_size=batch_size,
             chunk=chunk, per_person=per_person, progress=lambda done, total: bar.update(task, completed=done,
-                                                                                        total=total))
+                                                                                        total=total),
+            refine=load_refine_config(refine, refine_config))
     console.print(report.rich_table())
     for f in report.failures:
         err_console.print(f"not reconstructed: {f.split} {f.image} person {f.person}: {f.reason}", markup=False,

@@ -21,7 +21,10 @@ from .common import (
     err_console,
     handle_errors,
     interrupt_exit_code,
+    load_refine_config,
     quiet_option,
+    refine_config_option,
+    refine_option,
     setup_logging,
     verbose_option,
     weights_option,
@@ -57,6 +60,7 @@ class RunOptions:
     glb_photo: bool = False  # the photo as a textured quad in scene.glb / a .glb output
     glb_photo_depth: float | None = None
     rig: bool = False  # --rig: skinned, posed armatures in the .glb (cli/video_options.py)
+    refine: object = None  # a dpmesh_infer.refine.RefineConfig (--refine / --refine-config), or None
 
 
 @app.command()
@@ -112,6 +116,8 @@ def predict(
                                              "$DPMESH_MAX_PIXELS)."),
     force_unlock: bool = typer.Option(False, "--force-unlock", help="Folder runs on filesystems without flock: "
                                       "remove a lock left by a run that is known to be gone (see README)."),
+    refine: bool = refine_option(),
+    refine_config: Optional[Path] = refine_config_option(),
     verbose: int = verbose_option(),
     # videos (cli/video_options.py) and --rig
     sequence: bool = vo.sequence_option(), sequence_fps: float = vo.sequence_fps_option(),
@@ -154,7 +160,8 @@ def predict(
     opts = RunOptions(weights=weights, device=device, dtype=dtype, focal=parse_focal_options(focal, fov),
                       batch_size=batch_size, max_pixels=max_pixels, render=render,
                       detector=DetectorOptions(detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people),
-                      glb_photo=glb_photo, glb_photo_depth=glb_photo_depth, rig=rig)
+                      glb_photo=glb_photo, glb_photo_depth=glb_photo_depth, rig=rig,
+                      refine=load_refine_config(refine, refine_config))
     video = vo.VideoArgs(sequence, sequence_fps, fps, every, start, end, smooth, smooth_min_cutoff, smooth_beta,
                          smooth_d_cutoff, track_min_frames, track_max_gap, track_min_similarity)
     if vo.is_video_run(images, video):  # videos and frame folders: dpmesh_infer.video
@@ -182,7 +189,7 @@ def _weights_candidate(opts: RunOptions) -> Path:
 def _load_pipeline(opts: RunOptions):
     from ..pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(opts.weights, device=opts.device, dtype=opts.dtype)
+    pipe = Pipeline.from_pretrained(opts.weights, device=opts.device, dtype=opts.dtype, refine=opts.refine)
     if pipe.config.untrained:
         err_console.print("[yellow]warning:[/] these weights are UNTRAINED (random init): meshes are meaningless")
     return pipe
@@ -263,12 +270,12 @@ def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts
         err_console.print(f"{image.name}: person {idx} skipped: {reason}", highlight=False, markup=False)
     if not res.persons:
         raise NoPersonError(f"{image}: no person could be reconstructed ({len(res.skipped)} skipped, see above)")
-    written = vo.save_rig(res, pipe, out) if opts.rig else save_result(
-        res, result.faces, out, photo=rgb if opts.glb_photo else None, photo_depth=opts.glb_photo_depth)
-    if opts.render:
+    if opts.render:  # before the result: rendering also fills the occlusion ratios written with it
         with _make_renderer() as renderer:
             write_renders(renderer, res, result.faces, rgb, out.with_name(f"{out.stem}_overlay.png"),
                           out.with_name(f"{out.stem}_side.png"))
+    written = vo.save_rig(res, pipe, out) if opts.rig else save_result(
+        res, result.faces, out, photo=rgb if opts.glb_photo else None, photo_depth=opts.glb_photo_depth)
     n = result.num_persons
     console.print(f"{n} person{'s' if n != 1 else ''} from 1 image -> {written}", highlight=False, markup=False)
 

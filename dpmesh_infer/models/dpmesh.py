@@ -69,6 +69,9 @@ class DPMeshOutput:
         joints: (B, 30, 3) J30 regressed from ``vertices``, metres.
         joints_proj: (B, 30, 2) ``joints`` projected into the crop with the model focal (principal point
             at the crop centre, upstream's depth epsilon 1e-4), crop pixels.
+        pose_head: the regressor's raw pose output in float32 that the pose decoder turned into
+            ``body_pose``: the VPoser latent (B, 32), or the VQ logits (B, T, K) (keypoint refinement
+            starts from it).
     """
 
     features: torch.Tensor
@@ -81,6 +84,7 @@ class DPMeshOutput:
     vertices: torch.Tensor
     joints: torch.Tensor
     joints_proj: torch.Tensor
+    pose_head: torch.Tensor | None = None
 
     @property
     def root(self) -> torch.Tensor:
@@ -158,7 +162,8 @@ class DPMesh(nn.Module):
         with autocast_off(features):
             focal = model_focal.to(device=features.device, dtype=torch.float32)
             global_orient = rot6d_to_axis_angle(reg.root_pose_6d.float())
-            body_pose = self.pose_decoder(reg.pose.float())
+            pose_head = reg.pose.float()
+            body_pose = self.pose_decoder(pose_head)
             betas = reg.betas.float()
             cam = reg.cam.float()
             transl = camera_translation(cam, focal, input_size=cfg.input_size)
@@ -167,7 +172,7 @@ class DPMesh(nn.Module):
             proj = project(body.joints, focal, centre)
         return DPMeshOutput(features=features, joint_img=reg.joint_img.float(), global_orient=global_orient,
                             body_pose=body_pose, betas=betas, cam=cam, transl=transl, vertices=body.vertices,
-                            joints=body.joints, joints_proj=proj)
+                            joints=body.joints, joints_proj=proj, pose_head=pose_head)
 
 
 def _check_components(backbone, regressor, pose_decoder, preprocess: PreprocessConfig) -> None:
