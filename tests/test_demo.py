@@ -170,7 +170,8 @@ def test_every_error_is_a_message(service, examples, tmp_path, monkeypatch):
     empty = tmp_path / "zeros.json"
     empty.write_text(json.dumps([{"keypoints": [0.0] * 51, "score": 0.5}] * 2))
     r = run_demo(service, [good], DemoOptions(keypoint_file=empty))
-    assert "no person could be reconstructed (person 0: no keypoint above confidence threshold" in _errors(r)
+    # all-zero keypoints: people with no labelled keypoint are skipped, not rebuilt from their box (issue 11)
+    assert "no person could be reconstructed (person 0: no labelled keypoint" in _errors(r)
     assert r.bundle is None and r.images[0].keypoints_png.is_file()  # the keypoint picture still shows
     assert [x.cells()[2] for x in r.rows] == ["skipped", "skipped"] and "confidence" in r.rows[0].note
 
