@@ -128,7 +128,7 @@ def face_block(faces: np.ndarray) -> bytes:
         return b""
     idx = f + 1
     width = len(str(int(idx.max())))
-    cols = _int_digits(idx.reshape(-1), width).reshape(len(f), 3, width)
+    cols = _int_digits(idx.reshape(-1), width).reshape(len(f), 3, -1)  # (fields are padded to even widths)
     return _lines(b"f ", [cols[:, 0], cols[:, 1], cols[:, 2]])
 
 

@@ -120,6 +120,12 @@ def test_obj_writer_is_byte_identical_to_trimesh():
         assert writer(v) == ref.encode(), scale
     with pytest.raises(ValueError, match="NaN"):
         writer(np.full((6890, 3), np.nan, np.float32))
+    for n_vertices in (1, 9, 10, 99, 100, 999, 1000, 12345):  # every digit count of the face indices
+        faces = rng.integers(0, n_vertices, (50, 3))
+        faces[0] = n_vertices - 1
+        v = rng.normal(0, 1, (n_vertices, 3)).astype(np.float32)
+        ref = trimesh.Trimesh(np.asarray(v, np.float64), faces, process=False).export(file_type="obj")
+        assert ObjWriter(faces)(v) == ref.encode(), n_vertices
 
 
 @pytest.mark.slow
