@@ -29,10 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .errors import RenderError
-
-#: OpenCV camera frame (x right, y down, z forward) -> OpenGL (y up, z toward the viewer):
-#: 180 degrees about x.
-OPENCV_TO_GL = np.diag([1.0, -1.0, -1.0])
+from .geometry.camera import OPENCV_TO_GL
 
 INSTALL_HINT = (
     "Headless rendering needs pyrender (pip install 'dpmesh-infer[render]', or bash install.sh) and an "

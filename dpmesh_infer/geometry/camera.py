@@ -58,11 +58,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 #: upstream ``camera_3d_size``: the crop camera's depth range is 2.5 m · f / 256 (ARCHITECTURE §5).
 CAMERA_3D_SIZE = 2.5
 PROJECTION_EPS = 1e-4
+#: OpenCV camera frame (x right, y down, z forward) -> glTF/OpenGL camera frame (x right, y up, z toward
+#: the viewer): 180 degrees about x (a rotation, det +1). scene.glb, the video glTF and the renderer use it.
+OPENCV_TO_GL = np.diag([1.0, -1.0, -1.0])
 
 
 def _batch(x: torch.Tensor | float, ref: torch.Tensor) -> torch.Tensor:

@@ -22,10 +22,10 @@ translation, keyed at the samples' times (seconds from the first sample: the vid
 plus a STEP scale channel on the track node that hides the person (scale 0) before the track starts and
 after it ends. Node poses without the animation are the track's first sample.
 
-Camera: a perspective camera at the origin looking down -z (the video's camera), ``yfov = 2 atan(H / 2
-fy)``, ``aspectRatio = W / H``. glTF cameras have no principal point: an off-centre (cx, cy) is not
-represented (the default is the image centre). The frame rate, K and the image size are in the scene's
-``extras``.
+Camera: a perspective camera at the origin looking down -z (the video's camera), the same as scene.glb's
+of a photo (:func:`dpmesh_infer.glb_writer.glb_camera`: ``yfov = 2 atan(H / 2 fy)``, ``aspectRatio =
+(W / fx) / (H / fy)``, K, the size and the principal-point offset in its ``extras``; glTF cameras have no
+principal point). The frame rate, K and the image size are also in the scene's ``extras``.
 
 What glTF cannot hold: SMPL's pose-corrective blend shapes (pose-dependent vertex offsets). The skinned
 mesh is linear blend skinning of the SMPL skeleton and weights; it differs from SMPL's own vertices by
@@ -38,6 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..geometry.camera import OPENCV_TO_GL
+from ..glb_writer import GlbBuffer, glb_camera, vertex_normals
+
 #: SMPL's 24 joint names (kinematic order).
 SMPL_JOINT_NAMES = (
     "Pelvis", "L_Hip", "R_Hip", "Spine1", "L_Knee", "R_Knee", "Spine2", "L_Ankle", "R_Ankle", "Spine3",
@@ -45,7 +48,7 @@ SMPL_JOINT_NAMES = (
     "R_Elbow", "L_Wrist", "R_Wrist", "L_Hand", "R_Hand",
 )  # fmt: skip
 #: OpenCV camera frame -> glTF camera frame: 180 degrees about x (a rotation, det +1).
-FLIP = np.diag([1.0, -1.0, -1.0])
+FLIP = OPENCV_TO_GL
 _FLIP_QUAT = np.array([1.0, 0.0, 0.0, 0.0])  # (x, y, z, w)
 
 
@@ -72,34 +75,6 @@ class Rig:
     times: np.ndarray
     color: np.ndarray
     extras: dict | None = None
-
-
-class _Buffer:
-    """The GLB's binary chunk: arrays appended 4-byte aligned, one bufferView and accessor each."""
-
-    def __init__(self, gltf) -> None:
-        self.gltf = gltf
-        self.data = bytearray()
-
-    def accessor(self, array: np.ndarray, type_: str, *, component: int, target: int | None = None,
-                 minmax: bool = False, normalized: bool = False) -> int:
-        import pygltflib as g
-
-        arr = np.ascontiguousarray(array)
-        while len(self.data) % 4:
-            self.data.append(0)
-        offset = len(self.data)
-        self.data.extend(arr.tobytes())
-        self.gltf.bufferViews.append(g.BufferView(buffer=0, byteOffset=offset, byteLength=arr.nbytes, target=target))
-        count = arr.shape[0]
-        acc = g.Accessor(bufferView=len(self.gltf.bufferViews) - 1, componentType=component, count=count, type=type_,
-                         normalized=normalized or None)
-        if minmax:
-            flat = arr.reshape(count, -1)
-            acc.min = flat.min(0).astype(float).tolist()
-            acc.max = flat.max(0).astype(float).tolist()
-        self.gltf.accessors.append(acc)
-        return len(self.gltf.accessors) - 1
 
 
 def rest_shape(smpl_arrays, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,16 +147,13 @@ def build_rig_glb(rigs: list[Rig], smpl_arrays, faces: np.ndarray, *, K: np.ndar
         extras: JSON-ready dict for the scene's extras.
     """
     import pygltflib as g
-    import trimesh
 
     gltf = g.GLTF2(asset=g.Asset(generator="dpmesh_infer", version="2.0"))
-    buf = _Buffer(gltf)
+    buf = GlbBuffer(gltf)
     gltf.scenes = [g.Scene(name="dpmesh", nodes=[], extras=extras or {})]
     roots = gltf.scenes[0].nodes
     w, h = int(image_size[0]), int(image_size[1])
-    fy = float(K[1, 1])
-    gltf.cameras.append(g.Camera(type="perspective", name="video_camera", perspective=g.Perspective(
-        yfov=float(2.0 * np.arctan(h / (2.0 * fy))), aspectRatio=float(w / h), znear=0.01, zfar=1000.0)))
+    gltf.cameras.append(glb_camera(K, (w, h), zfar=1000.0, name="video_camera"))
     gltf.nodes.append(g.Node(name="camera", camera=0))
     roots.append(0)
 
@@ -223,10 +195,7 @@ def build_rig_glb(rigs: list[Rig], smpl_arrays, faces: np.ndarray, *, K: np.ndar
         gltf.skins.append(g.Skin(name=f"{rig.name}_skin", joints=joint_nodes, skeleton=joint_nodes[0],
                                  inverseBindMatrices=ibm_acc))
 
-        mesh = trimesh.Trimesh(v_rest, np.asarray(faces), process=False)
-        normals = np.array(mesh.vertex_normals, np.float64)
-        length = np.linalg.norm(normals, axis=1, keepdims=True)
-        normals = np.where(length > 1e-8, normals / np.maximum(length, 1e-12), [0.0, 1.0, 0.0])  # lone vertices
+        normals = vertex_normals(v_rest, faces, fallback=(0.0, 1.0, 0.0))  # lone vertices: up
         attrs = g.Attributes(
             POSITION=buf.accessor(v_rest.astype(np.float32), "VEC3", component=g.FLOAT, target=g.ARRAY_BUFFER,
                                   minmax=True),
@@ -277,9 +246,7 @@ def build_rig_glb(rigs: list[Rig], smpl_arrays, faces: np.ndarray, *, K: np.ndar
 
     if animation is not None and animation.channels:
         gltf.animations.append(animation)
-    gltf.buffers.append(g.Buffer(byteLength=len(buf.data)))
-    gltf.set_binary_blob(bytes(buf.data))
-    return b"".join(gltf.save_to_bytes())
+    return buf.finish()
 
 
 def rigs_for_tracks(ts, colors_for) -> list[Rig]:
