@@ -8,6 +8,10 @@ half-way. With ``fsync=True`` the data is also on disk before the rename, so the
 power loss or kernel crash once the call returns; with ``fsync=False`` a crash of the machine (not of
 the process) may leave the new name empty or the old version in place.
 
+Many files at once: write them with ``fsync=False``, then :func:`sync_files` makes them all durable with
+one ``syncfs`` of their filesystem (Linux; elsewhere one fsync per file and folder). Folder runs do that
+once per chunk of images, before writing the chunk's completion marks.
+
 Folders: :func:`staging_dir` makes a uniquely named sibling to fill, :func:`replace_dir` swaps it into
 place (an existing folder is moved aside first and removed only once the new one is in place).
 """
@@ -138,6 +142,45 @@ def write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> 
 def write_text(path: str | os.PathLike, text: str, *, fsync: bool = True, encoding: str = "utf-8") -> Path:
     """Atomically create or replace ``path`` with ``text``."""
     return write_bytes(path, text.encode(encoding), fsync=fsync)
+
+
+def _syncfs(fd: int) -> bool:
+    """``syncfs(2)`` of the filesystem holding ``fd`` (Linux, through libc); False where unavailable."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.syncfs(fd) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def sync_files(paths, folder: str | os.PathLike) -> None:
+    """Make ``paths`` (written with ``fsync=False``) and their renames durable: one ``syncfs`` of the
+    filesystem of ``folder`` (all of ``paths`` must be on it), or, where syncfs is unavailable or fails,
+    an fsync of every file and of every folder holding one. Missing paths are skipped."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        fd = None
+    if fd is not None:
+        try:
+            if _syncfs(fd):
+                return
+        finally:
+            os.close(fd)
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        except OSError:
+            pass
+    for parent in {Path(p).parent for p in paths}:
+        fsync_dir(parent)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -272,37 +273,75 @@ class DetectorKeypoints:
 
 # ------------------------------------------------------------------------------------------ running
 
-def _person_obj(vertices: np.ndarray, faces: np.ndarray) -> bytes:
-    import trimesh
+class BundleWriter:
+    """The files of one image's output folder, for results that share one face array (the OBJ face block
+    and the GLB index block are built once): :meth:`write_data` then :meth:`write_done`.
 
-    data = trimesh.Trimesh(np.asarray(vertices, np.float64), faces, process=False).export(file_type="obj")
-    return data.encode() if isinstance(data, str) else data
+    Data files are written atomically without fsync (:meth:`write_data` returns their paths); the caller
+    makes them durable (:func:`dpmesh_infer.atomic.sync_files`, once per chunk) before
+    :meth:`write_done` writes ``people.json``, the completion mark. So a ``people.json`` that survives a
+    power loss always has its data files with it; one that does not (or that is cut) is redone.
+    """
+
+    def __init__(self, faces: np.ndarray) -> None:
+        from .glb_writer import GlbWriter
+        from .obj_writer import ObjWriter
+
+        self.faces = np.asarray(faces)
+        self.obj = ObjWriter(self.faces)
+        self.glb = GlbWriter(self.faces)
+
+    def write_data(self, result, folder: Path, *, image: np.ndarray | None = None, renderer=None,
+                   glb_photo: bool = False, glb_photo_depth: float | None = None) -> list[Path]:
+        """params.npz, person_NN.obj, scene.glb and, with a ``renderer`` (and the photo ``image``),
+        overlay.png and side.png; first removes the folder's completion mark and the files of an older run
+        (old person meshes, renders, temporary files of a killed run). Returns the written paths."""
+        from .atomic import write_bytes
+        from .export import npz_bytes
+
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / DONE_FILE).unlink(missing_ok=True)  # redoing: the folder is unfinished until the end
+        for old in [*folder.glob("person_*.obj"), *(folder / name for name in RENDER_FILES), *folder.glob(".*.tmp")]:
+            old.unlink(missing_ok=True)
+        written = []
+        if renderer is not None:
+            write_renders(renderer, result, self.faces, image, folder / RENDER_FILES[0], folder / RENDER_FILES[1],
+                          fsync=False)
+            written += [folder / name for name in RENDER_FILES]
+        written.append(write_bytes(folder / "params.npz", npz_bytes(result), fsync=False))
+        for i, p in enumerate(result.persons):
+            written.append(write_bytes(folder / f"person_{i:02d}.obj", self.obj(p.vertices), fsync=False))
+        glb = self.glb(result, photo=image if glb_photo else None, photo_depth=glb_photo_depth)
+        written.append(write_bytes(folder / "scene.glb", glb, fsync=False))
+        return written
+
+    @staticmethod
+    def write_done(result, folder: Path, *, fsync: bool = False) -> Path:
+        """people.json, the completion mark (after the data files are durable)."""
+        from .atomic import write_bytes
+        from .export import json_bytes
+
+        return write_bytes(folder / DONE_FILE, json_bytes(result), fsync=fsync)
 
 
 def write_image_outputs(result, faces: np.ndarray, folder: Path, *, image: np.ndarray | None = None,
                         renderer=None, glb_photo: bool = False, glb_photo_depth: float | None = None) -> None:
-    """params.npz, person_NN.obj, scene.glb, with a ``renderer`` (and the photo ``image``) overlay.png
-    and side.png, then people.json (the completion mark), all atomic. ``glb_photo``: scene.glb also holds
-    ``image`` as a textured quad at ``glb_photo_depth`` metres (default: behind the farthest person)."""
-    from .atomic import write_bytes
-    from .export import save_json, save_mesh, save_npz
+    """One image's folder, durable when it returns: params.npz, person_NN.obj, scene.glb, with a
+    ``renderer`` (and the photo ``image``) overlay.png and side.png, then people.json (the completion
+    mark), all atomic. ``glb_photo``: scene.glb also holds ``image`` as a textured quad at
+    ``glb_photo_depth`` metres (default: behind the farthest person). Folder runs use
+    :class:`BundleWriter` directly (one sync per chunk)."""
+    from .atomic import sync_files
 
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / DONE_FILE).unlink(missing_ok=True)  # redoing: the folder is unfinished until the end
-    # old meshes, renders, and temporary files left by a run that was killed while writing here
-    for old in [*folder.glob("person_*.obj"), *(folder / name for name in RENDER_FILES), *folder.glob(".*.tmp")]:
-        old.unlink(missing_ok=True)
-    if renderer is not None:
-        write_renders(renderer, result, faces, image, folder / RENDER_FILES[0], folder / RENDER_FILES[1])
-    save_npz(result, folder / "params.npz")
-    for i, p in enumerate(result.persons):
-        write_bytes(folder / f"person_{i:02d}.obj", _person_obj(p.vertices, faces))
-    save_mesh(result, faces, folder / "scene.glb", photo=image if glb_photo else None, photo_depth=glb_photo_depth)
-    save_json(result, folder / DONE_FILE)
+    writer = BundleWriter(faces)
+    written = writer.write_data(result, folder, image=image, renderer=renderer, glb_photo=glb_photo,
+                                glb_photo_depth=glb_photo_depth)
+    sync_files(written, folder)
+    writer.write_done(result, folder, fsync=True)
 
 
 def write_renders(renderer, result, faces: np.ndarray, image: np.ndarray, overlay_path: Path,
-                  side_path: Path) -> None:
+                  side_path: Path, *, fsync: bool = True) -> None:
     """Render the overlay over ``image`` and the side view (image size), written atomically as PNG; also
     fills every person's occlusion ratio (``visibility``, from the rendered depth of all people)."""
     from .analysis.visibility import add_occlusion_ratios
@@ -313,28 +352,57 @@ def write_renders(renderer, result, faces: np.ndarray, image: np.ndarray, overla
 
     overlay = renderer.overlay(image, result, faces)
     side = renderer.side_view(result, faces, size=(image.shape[1], image.shape[0]))
-    write_bytes(overlay_path, encode_png(overlay))
-    write_bytes(side_path, encode_png(side))
+    write_bytes(overlay_path, encode_png(overlay), fsync=fsync)
+    write_bytes(side_path, encode_png(side), fsync=fsync)
+
+
+def default_writers() -> int:
+    """Writer threads of a folder run: up to 4, at most the CPU cores (the OBJ/GLB formatting and PNG
+    encoding run in numpy/zlib/PIL, which release the GIL)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass
+class _Chunk:
+    """One chunk on its way: records of the images that failed so far, and per ready image (record,
+    photo array, prepared inputs)."""
+
+    failed: list[ImageRecord]
+    ready: list[tuple[ImageRecord, np.ndarray, object]]
 
 
 class BatchRunner:
-    """Runs a :class:`BatchPlan` through a pipeline; see the module docstring for what it writes."""
+    """Runs a :class:`BatchPlan` through a pipeline; see the module docstring for what it writes.
 
-    def __init__(self, pipe, keypoints: KeypointSource, *, chunk: int = 8, batch_size: int = 16,
+    Three stages overlap: a preparing thread loads, finds keypoints and crops chunk k+1 (decoding and
+    cropping each image in a thread pool), the calling thread runs the networks on chunk k, and writer
+    threads write chunk k-1 (``writers`` threads; data files, one filesystem sync per chunk, then the
+    completion marks and the manifest lines, in input order). At most two chunks wait to be written.
+
+    ``chunk`` images go through together (their persons share network batches): default 32 on CUDA, 8 on
+    the CPU. ``batch_size``: persons per network batch (default the pipeline's: 64 on CUDA, 16 on the CPU).
+    """
+
+    def __init__(self, pipe, keypoints: KeypointSource, *, chunk: int | None = None, batch_size: int | None = None,
                  focal=None, on_record: Callable[[ImageRecord], None] | None = None,
                  renderer=None, max_pixels: int | None = None, glb_photo: bool = False,
-                 glb_photo_depth: float | None = None) -> None:
-        if chunk < 1:
+                 glb_photo_depth: float | None = None, writers: int | None = None) -> None:
+        cuda = getattr(getattr(pipe, "device", None), "type", "cpu") == "cuda"
+        self.chunk = chunk if chunk is not None else (32 if cuda else 8)
+        self.writers = writers if writers is not None else default_writers()
+        if self.chunk < 1:
             raise InputError("--chunk must be at least 1")
+        if self.writers < 1:
+            raise InputError("--writers must be at least 1")
         self.pipe = pipe
         self.keypoints = keypoints
-        self.chunk = chunk
         self.batch_size = batch_size
         self.focal = focal
         self.on_record = on_record
         self.renderer = renderer  # a dpmesh_infer.render.Renderer: also write overlay.png / side.png
         self.max_pixels = max_pixels
         self.glb_photo, self.glb_photo_depth = glb_photo, glb_photo_depth  # the photo in scene.glb
+        self._stop = threading.Event()  # set on Ctrl-C / SIGTERM: the preparing thread gives up its chunk
 
     def run(self, plan: BatchPlan, *, force_unlock: bool = False) -> BatchSummary:
         """Process every image of ``plan`` under the output folder's lock (:mod:`dpmesh_infer.locks`);
@@ -350,11 +418,15 @@ class BatchRunner:
     def _run_locked(self, plan: BatchPlan) -> BatchSummary:
         summary = BatchSummary(non_images=list(plan.non_images), ignored=list(plan.ignored))
         t0 = time.perf_counter()
+        self._stop.clear()
         _end_with_newline(plan.out_dir / MANIFEST_NAME)  # a line cut by a kill stays on its own line
+        bundle = BundleWriter(self.pipe.faces) if plan.todo else None  # (no pipeline when all is finished)
         with open(plan.out_dir / MANIFEST_NAME, "a", encoding="utf-8") as manifest, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpmesh-write") as writer:
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpmesh-prepare") as preparer, \
+                ThreadPoolExecutor(max_workers=max(2, self.writers), thread_name_prefix="dpmesh-io") as io_pool, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpmesh-commit") as committer:
 
-            def record(rec: ImageRecord) -> None:  # main thread or the single writer thread, never both
+            def record(rec: ImageRecord) -> None:  # main thread or the single commit thread, never both
                 summary.records.append(rec)
                 manifest.write(json.dumps(rec.to_json()) + "\n")
                 manifest.flush()
@@ -366,49 +438,66 @@ class BatchRunner:
                                            "error": f"{path} {reason}"}) + "\n")
             for im, n in plan.finished:
                 record(ImageRecord(im, "skipped", output_folder(plan.out_dir, im), persons=n))
+            chunks = [plan.todo[i:i + self.chunk] for i in range(0, len(plan.todo), self.chunk)]
             pending: list[Future] = []
+            upcoming: Future | None = None
             try:
-                for start in range(0, len(plan.todo), self.chunk):
-                    items = plan.todo[start:start + self.chunk]
-                    computed, failed = self._compute(items, plan.out_dir)
-                    for f in pending:  # keep at most one chunk in flight; records stay in order
-                        f.result()
-                    pending = [writer.submit(self._write, computed, failed, record)]
+                if chunks:
+                    upcoming = preparer.submit(self._prepare, chunks[0], plan.out_dir, io_pool)
+                for k in range(len(chunks)):
+                    prepared = upcoming.result()
+                    upcoming = (preparer.submit(self._prepare, chunks[k + 1], plan.out_dir, io_pool)
+                                if k + 1 < len(chunks) else None)
+                    computed = self._infer_chunk(prepared)
+                    while len(pending) >= 2:  # bounded memory: at most two chunks wait to be written
+                        pending.pop(0).result()
+                    pending.append(committer.submit(self._write_chunk, computed, prepared.failed, record, bundle,
+                                                    io_pool, plan.out_dir))
                 for f in pending:
                     f.result()
             except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Terminated)
                 summary.interrupted = e
+                self._stop.set()
+                if upcoming is not None:
+                    upcoming.cancel()
                 for f in pending:  # finished work is kept
-                    f.result()
+                    try:
+                        f.result()
+                    except BaseException:  # noqa: BLE001 -- that chunk's write was what got interrupted
+                        logger.debug("write interrupted", exc_info=True)
         summary.seconds = time.perf_counter() - t0
         return summary
 
     # -------------------------------------------------------------- one chunk
 
-    def _compute(self, items: list[InputImage], out_dir: Path):
-        """Load, find keypoints and reconstruct a chunk -> ([(record, ImageResult, image or None)],
-        [failed records]); the image array is kept only when rendering."""
+    def _prepare(self, items: list[InputImage], out_dir: Path, pool: ThreadPoolExecutor) -> _Chunk:
+        """Load (in ``pool``), find keypoints (one call for the chunk) and crop (in ``pool``) a chunk."""
         from .images import load_image
+
+        def load(im: InputImage):
+            rec = ImageRecord(im, "done", output_folder(out_dir, im))
+            if self._stop.is_set():
+                return rec, None
+            t = time.perf_counter()
+            try:
+                arr = load_image(im.path, max_pixels=self.max_pixels)
+            except DpmeshError as e:
+                rec.status, rec.error, arr = "failed", str(e), None
+            rec.seconds["load"] = time.perf_counter() - t
+            return rec, arr
 
         failed: list[ImageRecord] = []
         loaded: list[tuple[ImageRecord, np.ndarray]] = []
-        for im in items:
-            rec = ImageRecord(im, "done", output_folder(out_dir, im))
-            t = time.perf_counter()
-            try:
-                loaded.append((rec, load_image(im.path, max_pixels=self.max_pixels)))
-            except DpmeshError as e:
-                rec.status, rec.error = "failed", str(e)
-                failed.append(rec)
-            rec.seconds["load"] = time.perf_counter() - t
-        if not loaded:
-            return [], failed
+        for rec, arr in pool.map(load, items):
+            (failed.append(rec) if arr is None else loaded.append((rec, arr)))
+        if not loaded or self._stop.is_set():  # (an interrupted run discards the chunk: nothing was written)
+            return _Chunk(failed, [])
 
         t = time.perf_counter()
         kps = self._isolated(lambda part: self.keypoints([r.image for r, _ in part], [a for _, a in part]),
                              loaded, lambda err: ImageKeypoints(None, err))
         share = (time.perf_counter() - t) / len(loaded)
-        ready = []
+        with_kp = []
         for (rec, arr), kp in zip(loaded, kps):
             rec.seconds["keypoints"] = share
             rec.dropped = kp.dropped
@@ -417,39 +506,61 @@ class BatchRunner:
                 rec.status, rec.error = "failed", kp.error
                 failed.append(rec)
             else:
-                ready.append((rec, arr, kp.persons))
-        if not ready:
-            return [], failed
+                with_kp.append((rec, arr, kp.persons))
 
+        def crop(item):
+            rec, arr, persons = item
+            if self._stop.is_set():
+                return "interrupted"
+            t = time.perf_counter()
+            try:
+                prepared = self.pipe.prepare([arr], [persons], focal=self.focal, sources=[str(rec.image.path)])
+            except Exception as e:  # noqa: BLE001 -- recorded for this image, the run goes on
+                logger.debug("image failed", exc_info=True)
+                prepared = str(e) if isinstance(e, DpmeshError) else f"{type(e).__name__}: {e}"
+            rec.seconds["prepare"] = time.perf_counter() - t
+            return prepared
+
+        ready = []
+        for (rec, arr, _), prepared in zip(with_kp, pool.map(crop, with_kp)):
+            if isinstance(prepared, str):
+                rec.status, rec.error = "failed", prepared
+                failed.append(rec)
+            else:
+                rec.focal_source = prepared.results[0].focal_source
+                ready.append((rec, arr, prepared))
+        return _Chunk(failed, ready)
+
+    def _infer_chunk(self, chunk: _Chunk):
+        """The networks on a prepared chunk (all its persons in shared batches; if that fails, image by
+        image) -> [(record, ImageResult, photo or None)]; failures are added to ``chunk.failed``."""
+        from .pipeline import PreparedImages
+
+        if not chunk.ready:
+            return []
         t = time.perf_counter()
-        results = self._isolated(self._infer, ready, lambda err: err)
+        results = self._isolated(
+            lambda part: list(self.pipe.infer(PreparedImages.concat([p for _, _, p in part]),
+                                              batch_size=self.batch_size).images),
+            chunk.ready, lambda err: err)
         infer_s = time.perf_counter() - t
-        n_total = max(1, sum(len(p) for _, _, p in ready))
+        n_total = max(1, sum(p.num_persons for _, _, p in chunk.ready))
         computed = []
-        for (rec, arr, persons), res in zip(ready, results):
-            rec.seconds["infer"] = infer_s * len(persons) / n_total
+        for (rec, arr, prepared), res in zip(chunk.ready, results):
+            rec.seconds["infer"] = infer_s * prepared.num_persons / n_total
             if isinstance(res, str):
                 rec.status, rec.error = "failed", res
-                failed.append(rec)
+                chunk.failed.append(rec)
                 continue
             rec.skipped_persons = list(res.skipped)
             if not res.persons:
                 why = "; ".join(f"person {i}: {r}" for i, r in res.skipped) or "no person in the keypoints"
                 rec.status, rec.error = "failed", f"no person could be reconstructed ({why})"
-                failed.append(rec)
+                chunk.failed.append(rec)
                 continue
             rec.persons = len(res.persons)
             computed.append((rec, res, arr if self.renderer is not None or self.glb_photo else None))
-        return computed, failed
-
-    def _infer(self, part):
-        """``focal``: None, pixels, or a :class:`~dpmesh_infer.focal.FocalChoice` (resolved per image by
-        the pipeline, EXIF read from each image's file)."""
-        out = self.pipe([a for _, a, _ in part], keypoints=[p for _, _, p in part], focal=self.focal,
-                        batch_size=self.batch_size, sources=[str(rec.image.path) for rec, _, _ in part])
-        for (rec, _, _), res in zip(part, out.images):
-            rec.focal_source = res.focal_source
-        return list(out.images)
+        return computed
 
     @staticmethod
     def _isolated(fn, part: list, on_error: Callable[[str], object]) -> list:
@@ -464,17 +575,46 @@ class BatchRunner:
             logger.info("chunk failed (%s); retrying its images one by one", e)
             return [x for item in part for x in BatchRunner._isolated(fn, [item], on_error)]
 
-    def _write(self, computed, failed, record) -> None:
+    def _write_chunk(self, computed, failed, record, bundle: BundleWriter, pool: ThreadPoolExecutor,
+                     out_dir: Path) -> None:
+        """Write a chunk: every image's data files (in ``pool``), one sync of the filesystem, then the
+        completion marks (in ``pool``) and the records, in input order."""
+        from .atomic import sync_files
+
         for rec in failed:
             record(rec)
-        for rec, res, image in computed:
+
+        def data(item):
+            rec, res, image = item
             t = time.perf_counter()
+            written: list[Path] = []
             try:
-                write_image_outputs(res, self.pipe.faces, rec.out, image=image, renderer=self.renderer,
-                                    glb_photo=self.glb_photo, glb_photo_depth=self.glb_photo_depth)
+                written = bundle.write_data(res, rec.out, image=image, renderer=self.renderer,
+                                            glb_photo=self.glb_photo, glb_photo_depth=self.glb_photo_depth)
             except OSError as e:
                 rec.status, rec.error, rec.persons = "failed", f"cannot write {rec.out}: {e}", 0
             except DpmeshError as e:  # a failed render (RenderError)
                 rec.status, rec.error, rec.persons = "failed", str(e), 0
             rec.seconds["write"] = time.perf_counter() - t
+            return written
+
+        written = [p for paths in pool.map(data, computed) for p in paths]
+        ok = [(rec, res) for rec, res, _ in computed if rec.status == "done"]
+        t = time.perf_counter()
+        if written:
+            sync_files(written, out_dir)  # the data on disk before any completion mark of the chunk
+        share = (time.perf_counter() - t) / max(1, len(ok))
+
+        def done(item):
+            rec, res = item
+            t = time.perf_counter()
+            try:
+                bundle.write_done(res, rec.out)
+            except OSError as e:
+                rec.status, rec.error, rec.persons = "failed", f"cannot write {rec.out}: {e}", 0
+            rec.seconds["write"] += time.perf_counter() - t
+            rec.seconds["sync"] = share
+
+        list(pool.map(done, ok))
+        for rec, _, _ in computed:
             record(rec)

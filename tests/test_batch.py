@@ -102,7 +102,7 @@ def test_resume_after_interrupt(photos, tiny_weights, tmp_path, monkeypatch):
 
     root, kp = photos
     out = tmp_path / "out"
-    real_call = Pipeline.__call__
+    real_call = Pipeline.infer  # folder runs: prepare (in a thread) then infer (on the calling thread)
     calls = []
 
     def interrupted_call(self, *args, **kwargs):
@@ -111,14 +111,14 @@ def test_resume_after_interrupt(photos, tiny_weights, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_call(self, *args, **kwargs)
 
-    monkeypatch.setattr(Pipeline, "__call__", interrupted_call)
+    monkeypatch.setattr(Pipeline, "infer", interrupted_call)
     r = run("predict", root, "-k", kp, "-w", tiny_weights, "-o", out, "--chunk", 2)
     assert r.exit_code == 130, r.output
     check_outputs(out / "a")
     check_outputs(out / "b")
     assert not (out / "sub").exists()  # the interrupted chunk left nothing behind
     assert not list(out.rglob("*.tmp"))
-    monkeypatch.setattr(Pipeline, "__call__", real_call)
+    monkeypatch.setattr(Pipeline, "infer", real_call)
     r = run("predict", root, "-k", kp, "-w", tiny_weights, "-o", out, "--chunk", 2)
     assert r.exit_code == 1, r.output
     last = {m["image"]: m["status"] for m in manifest(out)[2:]}

@@ -175,24 +175,86 @@ def test_kill_during_a_folder_run_loses_nothing_and_resume_redoes_nothing(folder
     assert set(resumed.values()) <= {"done", "skipped"} and not list(out.rglob("*.tmp"))
 
 
+_KILL_DURING_WRITE = """
+import sys, threading, time
+from pathlib import Path
+import runpy
+from dpmesh_infer import glb_writer
+
+real, lock, calls = glb_writer.GlbWriter.__call__, threading.Lock(), []
+marker = Path(sys.argv.pop(1))
+
+
+def slow(self, result, **kw):  # the third scene.glb of the run hangs half-way through its image's files
+    with lock:
+        calls.append(1)
+        n = len(calls)
+    if n == 3:
+        marker.write_text("writing")
+        time.sleep(600)
+    return real(self, result, **kw)
+
+
+glb_writer.GlbWriter.__call__ = slow
+sys.argv[0] = "dpmesh"
+runpy.run_module("dpmesh_infer", run_name="__main__")
+"""
+
+
+def test_kill_9_during_a_write_loses_nothing_and_resume_redoes_only_the_unfinished(folder, tiny_weights, tmp_path):
+    """kill -9 while a chunk's files are being written (several writer threads, one image stopped after
+    its params.npz and meshes, before scene.glb): the chunk before is finished and intact, no image of the
+    killed chunk has a completion mark, and the next run redoes exactly the unfinished images."""
+    root, kp, names = folder
+    out, marker = tmp_path / "out", tmp_path / "writing"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    args = ("predict", root, "-k", kp, "-w", tiny_weights, "--out", out, "-q", "--chunk", "2", "--writers", "2")
+    p = subprocess.Popen([sys.executable, "-c", _KILL_DURING_WRITE, str(marker), *map(str, args)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and p.poll() is None and not marker.exists():
+        time.sleep(0.01)
+    assert marker.exists(), p.stderr.read().decode() if p.poll() is not None else "timed out"
+    p.kill()  # SIGKILL
+    p.wait(timeout=60)
+    finished = {m["image"] for m in manifest(out) if m["status"] == "done"}
+    assert finished == {"img0.png", "img1.png"}  # the first chunk; the second was being written
+    for name in names:
+        d = out / Path(name).stem
+        if name in finished:
+            assert len(json.loads((d / "people.json").read_text())["persons"]) == 2
+            with np.load(d / "params.npz", allow_pickle=False) as z:
+                assert z["vertices"].shape == (2, 6890, 3)
+            assert (d / "scene.glb").stat().st_size > 0 and len(list(d.glob("person_*.obj"))) == 2
+        else:
+            assert not (d / "people.json").exists()
+    assert (out / "img2" / "params.npz").is_file() or (out / "img3" / "params.npz").is_file()  # mid-write
+    r = run("predict", root, "-k", kp, "-w", tiny_weights, "--out", out, "-q", "--chunk", "2")
+    assert r.exit_code == 0, r.output
+    rows = manifest(out)
+    resumed = {m["image"]: m["status"] for m in rows[len(rows) - len(names):]}
+    assert resumed == {"img0.png": "skipped", "img1.png": "skipped", "img2.png": "done", "img3.png": "done"}
+    assert not list(out.rglob("*.tmp"))
+
+
 def test_a_crash_in_the_middle_of_an_image_folder_is_redone_cleanly(folder, tiny_weights, tmp_path, monkeypatch):
     """A write that dies after params.npz (no people.json yet) leaves an unfinished folder and a stale
     temporary file; the next run redoes that image and removes the leftovers."""
-    from dpmesh_infer import export
+    from dpmesh_infer.glb_writer import GlbWriter
 
     root, kp, names = folder
     out = tmp_path / "out"
-    real = export.save_mesh
+    real = GlbWriter.__call__
 
     def dies(*a, **k):
         (out / "img0" / ".scene.glb.abc.tmp").write_bytes(b"partial")
         raise KeyboardInterrupt  # the process goes down while writing img0's scene.glb
 
-    monkeypatch.setattr(export, "save_mesh", dies)
+    monkeypatch.setattr(GlbWriter, "__call__", dies)
     r = run("predict", root / "img0.png", "-k", kp, "-w", tiny_weights, "--out", out, "-q")
     assert r.exit_code == 130
     assert (out / "img0" / "params.npz").is_file() and not (out / "img0" / "people.json").exists()
-    monkeypatch.setattr(export, "save_mesh", real)
+    monkeypatch.setattr(GlbWriter, "__call__", real)
     r = run("predict", root / "img0.png", "-k", kp, "-w", tiny_weights, "--out", out, "-q")
     assert r.exit_code == 0 and (out / "img0" / "people.json").is_file()
     assert not list(out.rglob("*.tmp"))

@@ -53,7 +53,7 @@ class RunOptions:
     device: str
     dtype: str
     focal: object  # a dpmesh_infer.focal.FocalChoice
-    batch_size: int
+    batch_size: int | None  # None: the pipeline's default (64 on CUDA, 16 on the CPU)
     max_pixels: int | None
     render: bool
     detector: DetectorOptions
@@ -61,6 +61,8 @@ class RunOptions:
     glb_photo_depth: float | None = None
     rig: bool = False  # --rig: skinned, posed armatures in the .glb (cli/video_options.py)
     refine: object = None  # a dpmesh_infer.refine.RefineConfig (--refine / --refine-config), or None
+    runtime: object = None  # a dpmesh_infer.pipeline.RuntimeOptions (--compile, --plain-network), or None
+    writers: int | None = None  # folder runs: writer threads (None: batch.default_writers())
 
 
 @app.command()
@@ -90,9 +92,22 @@ def predict(
                                              "model was trained; also when the tag is absent)."),
     fov: Optional[float] = typer.Option(None, "--fov", metavar="DEGREES",
                                         help="Horizontal field of view instead of --focal: f = W/2 / tan(fov/2)."),
-    batch_size: int = typer.Option(16, help="Persons per network batch."),
-    chunk: int = typer.Option(8, "--chunk", help="Folder runs: images loaded, detected and reconstructed together "
-                                                 "(their persons share network batches); written chunk by chunk."),
+    batch_size: Optional[int] = typer.Option(None, help="Persons per network batch (default 64 on CUDA, 16 on the "
+                                                        "CPU)."),
+    chunk: Optional[int] = typer.Option(None, "--chunk", help="Folder runs: images loaded, detected and reconstructed "
+                                        "together (their persons share network batches), written chunk by chunk; "
+                                        "default 32 on CUDA, 8 on the CPU. Videos: samples per stored chunk "
+                                        "(default 8)."),
+    writers: Optional[int] = typer.Option(None, "--writers", help="Folder runs: threads writing the output files "
+                                          "(default min(4, CPU cores))."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the backbone (CUDA; the first batches "
+                                 "take minutes to compile, the last batch is padded to --batch-size)."),
+    compile_mode: Optional[str] = typer.Option(None, "--compile-mode", metavar="MODE",
+                                               help="torch.compile mode with --compile: default, reduce-overhead "
+                                                    "(CUDA graphs), max-autotune."),
+    plain_network: bool = typer.Option(False, "--plain-network", help="Turn the fast-path switches off (live LoRA "
+                                       "adapter, no channels_last, fp16 under autocast, no cudnn.benchmark): the "
+                                       "reference path, for comparisons."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Folder runs: redo images whose output folder is "
                                                               "already finished (default: skip them, i.e. resume)."),
     render: bool = typer.Option(False, "--render", help="Also render the people (pyrender, headless EGL or OSMesa): "
@@ -144,8 +159,15 @@ def predict(
 
     if max_pixels is not None and max_pixels < 1:
         raise InputError("--max-pixels must be a positive number of pixels")
-    if chunk < 1 or batch_size < 1:
-        raise InputError("--chunk and --batch-size must be at least 1")
+    for name, value in (("--chunk", chunk), ("--batch-size", batch_size), ("--writers", writers)):
+        if value is not None and value < 1:
+            raise InputError(f"{name} must be at least 1")
+    if compile_mode is not None and compile_mode not in COMPILE_MODES:
+        raise InputError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
+    if compile_mode is not None and not compile:
+        raise InputError("--compile-mode needs --compile")
+    if plain_network and compile:
+        raise InputError("--plain-network and --compile do not go together")
     suffix = out.suffix.lower()
     to_folder = suffix == "" or out.is_dir()
     if not to_folder and suffix not in SUFFIXES:
@@ -161,14 +183,15 @@ def predict(
                       batch_size=batch_size, max_pixels=max_pixels, render=render,
                       detector=DetectorOptions(detector, det_config, det_checkpoint, det_thr, kpt_thr, max_people),
                       glb_photo=glb_photo, glb_photo_depth=glb_photo_depth, rig=rig,
-                      refine=load_refine_config(refine, refine_config))
+                      refine=load_refine_config(refine, refine_config),
+                      runtime=_runtime_options(compile, compile_mode, plain_network), writers=writers)
     video = vo.VideoArgs(sequence, sequence_fps, fps, every, start, end, smooth, smooth_min_cutoff, smooth_beta,
                          smooth_d_cutoff, track_min_frames, track_max_gap, track_min_similarity)
     if vo.is_video_run(images, video):  # videos and frame folders: dpmesh_infer.video
         if rig:
             raise InputError("--rig is for photos; a video run always writes scene.glb with animated rigs")
-        vo.predict_video(images, out, keypoints=keypoints, opts=opts, chunk=chunk, overwrite=overwrite, quiet=quiet,
-                         args=video)
+        vo.predict_video(images, out, keypoints=keypoints, opts=opts, chunk=chunk or vo.DEFAULT_VIDEO_CHUNK,
+                         overwrite=overwrite, quiet=quiet, args=video)
         return
     vo.reject_for_photos(video)
     vo.check_rig(rig, out, to_folder)
@@ -177,6 +200,21 @@ def predict(
                         force_unlock=force_unlock, keep_box_only=keep_box_only)
     else:
         _predict_file(images, out, keypoints=keypoints, opts=opts, keep_box_only=keep_box_only)
+
+
+#: torch.compile modes --compile-mode accepts.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def _runtime_options(compile: bool, compile_mode: str | None, plain: bool):
+    """The pipeline's fast-path switches from the command line (None: the device's defaults)."""
+    from ..pipeline import RuntimeOptions
+
+    if plain:
+        return RuntimeOptions.plain()
+    if compile:
+        return RuntimeOptions(compile=True, compile_mode=compile_mode)
+    return None
 
 
 def _weights_candidate(opts: RunOptions) -> Path:
@@ -189,7 +227,8 @@ def _weights_candidate(opts: RunOptions) -> Path:
 def _load_pipeline(opts: RunOptions):
     from ..pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(opts.weights, device=opts.device, dtype=opts.dtype, refine=opts.refine)
+    pipe = Pipeline.from_pretrained(opts.weights, device=opts.device, dtype=opts.dtype, refine=opts.refine,
+                                    runtime=opts.runtime)
     if pipe.config.untrained:
         err_console.print("[yellow]warning:[/] these weights are UNTRAINED (random init): meshes are meaningless")
     return pipe
@@ -282,7 +321,7 @@ def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts
 
 # ---------------------------------------------------------------------------------------- folder runs
 
-def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, opts: RunOptions, chunk: int,
+def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, opts: RunOptions, chunk: int | None,
                     overwrite: bool, quiet: bool, force_unlock: bool = False, keep_box_only: bool = False) -> None:
     """Folder run (see dpmesh_infer.batch): resumable, locked, manifest, progress bar, summary, exit 0/1/4."""
     from ..batch import BatchRunner, DetectorKeypoints, FileKeypoints, check_plan_outputs, check_writable, plan_batch
@@ -317,7 +356,8 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, op
         with _BatchProgress(total, quiet) as progress:
             runner = BatchRunner(pipe, kp_source, chunk=chunk, batch_size=opts.batch_size, focal=opts.focal,
                                  on_record=progress.update, renderer=renderer, max_pixels=opts.max_pixels,
-                                 glb_photo=opts.glb_photo, glb_photo_depth=opts.glb_photo_depth)
+                                 glb_photo=opts.glb_photo, glb_photo_depth=opts.glb_photo_depth,
+                                 writers=opts.writers)
             summary = runner.run(plan, force_unlock=force_unlock)
     finally:
         if renderer is not None:

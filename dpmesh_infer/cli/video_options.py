@@ -18,6 +18,8 @@ from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, InputError
 from .common import console, err_console
 
 VIDEO_HELP = "Video options"
+#: Samples per stored chunk of a video run when --chunk is not given (run.json records it).
+DEFAULT_VIDEO_CHUNK = 8
 
 
 # ---------------------------------------------------------------------------------------- options
@@ -182,7 +184,7 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def build_run_options(args: VideoArgs, *, chunk: int, batch_size: int, focal, render: bool, overwrite: bool,
+def build_run_options(args: VideoArgs, *, chunk: int, batch_size: int | None, focal, render: bool, overwrite: bool,
                       fps_hint: float):
     """VideoRunOptions from the CLI values (``fps_hint``: the samples' rate, for --track-max-gap)."""
     from ..video.decode import SamplingOptions, parse_time_point

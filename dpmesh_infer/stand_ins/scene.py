@@ -30,3 +30,32 @@ def synthetic_scene(width: int = 640, height: int = 480, seed: int = 0):
         cv2.circle(img, tuple(int(v) for v in xy[0]), 22, color, -1, cv2.LINE_AA)
         kps.append(np.concatenate([xy, np.full((17, 1), 0.9)], axis=1))
     return img, np.stack(kps)
+
+
+def synthetic_crowd(width: int = 1280, height: int = 720, people: int = 10, seed: int = 0):
+    """A wider crowd photo: ``people`` stick figures in two overlapping rows (the back row smaller and
+    higher, as people farther away), with textured noise in the background so that JPEG decoding costs
+    what a real photo of that size costs. Returns (image (H, W, 3) uint8, COCO-17 keypoints (P, 17, 3)
+    pixels with confidence 0.9)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = rng.integers(90, 230, (height, width, 3), dtype=np.uint8)
+    img = cv2.GaussianBlur(img, (0, 0), 3)
+    kps = {}
+    front = (people + 1) // 2
+    for k in [*range(front, people), *range(front)]:  # the back row first: the front row occludes it
+        back = k >= front
+        row_n = people - front if back else front
+        j = k - front if back else k
+        s = height * (0.55 if back else 0.8)
+        x0 = (j + 0.5) * width / max(row_n, 1) - s / 2 + rng.normal(0, width * 0.01)
+        x0 = float(np.clip(x0, -0.15 * s, width - 0.85 * s))  # the body (not the box margin) in the photo
+        y0 = height * (0.05 if back else 0.18)
+        xy = _COCO_T_POSE * s + np.array([x0, y0]) + rng.normal(0, 2.0, (17, 2))
+        color = tuple(int(c) for c in rng.integers(20, 120, 3))
+        for a, b in _LIMBS:
+            cv2.line(img, tuple(int(v) for v in xy[a]), tuple(int(v) for v in xy[b]), color, 9, cv2.LINE_AA)
+        cv2.circle(img, tuple(int(v) for v in xy[0]), int(s * 0.06), color, -1, cv2.LINE_AA)
+        kps[k] = np.concatenate([xy, np.full((17, 1), 0.9)], axis=1)
+    return img, np.stack([kps[k] for k in range(people)])

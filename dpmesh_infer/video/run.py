@@ -42,7 +42,7 @@ class VideoRunOptions:
     Attributes:
         sampling: ``--fps/--every/--start/--end``.
         chunk: samples per chunk (stored together; their persons share network batches).
-        batch_size: persons per network batch.
+        batch_size: persons per network batch (None: the pipeline's default, 64 on CUDA, 16 on the CPU).
         focal: None, pixels, or a :class:`~dpmesh_infer.focal.FocalChoice`.
         smoothing: One-Euro parameters, or None for ``--smooth none``.
         tracker: :class:`~.track.TrackerConfig`.
@@ -52,7 +52,7 @@ class VideoRunOptions:
 
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     chunk: int = 8
-    batch_size: int = 16
+    batch_size: int | None = None
     focal: object = None
     smoothing: OneEuroConfig | None = field(default_factory=OneEuroConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
