@@ -62,31 +62,49 @@ def train_dpmesh_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: train_config.json, log.jsonl, checkpoints/, "
                              "and one weights folder per stage (teacher/, student/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/checkpoints/latest."),
+    stop_after: Optional[int] = typer.Option(None, "--stop-after", min=1, help="Stop once the run has made "
+                                             "this many optimiser steps in all (counted from its start), with a "
+                                             "checkpoint there; continue later with --resume (e.g. to fit a "
+                                             "job time limit)."),
     device: str = typer.Option("auto", help="auto (GPU when present; the GPUs of `accelerate launch`) or cpu."),
     quiet: bool = quiet_option("No progress bar."),
     verbose: int = verbose_option(),
 ):
     """Train DPMesh: a teacher on ground-truth keypoints, then a student on noisy keypoints with NKR.
 
-    Multi-GPU / multi-node: accelerate launch -m dpmesh_infer.cli train dpmesh --config CFG --out DIR
+    Several processes / GPUs / machines: accelerate launch [--multi_gpu --num_processes N ...] -m
+    dpmesh_infer.cli train dpmesh --config CFG --out DIR (README, "Training and evaluation"). Only the
+    main process prints; the others show errors only.
     """
     from ..train.config import TrainConfig
-    from ..train.trainer import latest_checkpoint, train_dpmesh
+    from ..train.trainer import latest_checkpoint, launcher_rank, train_dpmesh
 
+    main = launcher_rank() == 0
+    quiet = quiet or not main
     setup_logging(verbose, quiet)
     if not config.is_file():
         raise InputError(f"training config {config} not found (write a template with `dpmesh train config`)")
     cfg = TrainConfig.load_json(config)
+    kw = {"resume": resume, "device": device, "stop_after": stop_after}
     try:
         if quiet:
-            result = train_dpmesh(cfg, out, resume=resume, device=device)
+            result = train_dpmesh(cfg, out, **kw)
         else:
-            result = _with_progress(lambda cb: train_dpmesh(cfg, out, resume=resume, device=device, progress=cb))
+            result = _with_progress(lambda cb: train_dpmesh(cfg, out, progress=cb, **kw))
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Terminated)
-        last = latest_checkpoint(out)
-        err_console.print(f"interrupted; last checkpoint: {last or 'none yet'}. Continue with: "
-                          f"dpmesh train dpmesh --config {config} --out {out} --resume", highlight=False, markup=False)
+        if main:
+            last = latest_checkpoint(out)
+            err_console.print(f"interrupted; last checkpoint: {last or 'none yet'}. Continue with: "
+                              f"dpmesh train dpmesh --config {config} --out {out} --resume", highlight=False,
+                              markup=False)
         raise typer.Exit(interrupt_exit_code(e)) from None
+    if not main:
+        return
+    if not result.finished:
+        console.print(f"stopped after step {result.steps} (--stop-after); checkpoint: {latest_checkpoint(out)}. "
+                      f"Continue with: dpmesh train dpmesh --config {config} --out {out} --resume",
+                      highlight=False, markup=False)
+        return
     losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_epoch.items() if k in ("loss", "l2d", "l3d", "lsmpl",
                                                                                     "lnkr"))
     console.print(f"trained {result.steps} steps on {result.persons} persons per epoch; last epoch: {losses}")

@@ -1,20 +1,29 @@
 """``dpmesh train dpmesh``: the DPMesh training loop (teacher, then student with NKR).
 
 Run on one device with ``dpmesh train dpmesh --config CFG --out DIR``, or on several GPUs / machines
-with accelerate (``accelerate launch -m dpmesh_infer.cli train dpmesh --config CFG --out DIR``); the
-global batch (``optim.batch_size``) is split over the processes, so results do not depend on how many
-GPUs share it (up to floating-point reduction order).
+with accelerate (``accelerate launch -m dpmesh_infer.cli train dpmesh --config CFG --out DIR``). The
+global batch (``optim.batch_size``) is split over the processes and every loss is reduced over the
+whole global batch (:mod:`.losses`), so W processes with b persons each train as one process with W·b
+persons, up to floating-point summation order — and up to dropout, whose masks come from each
+process's own RNG stream (``RegressorConfig.dropout``, 0.1 by default).
+
+Processes: only the main process (global rank 0) writes into ``OUT`` (configuration, log, checkpoints
+with every process's RNG state, exports, TensorBoard); the others read it (configuration check,
+checkpoint to resume, the teacher export), so ``OUT`` must be on a filesystem every node sees.
 
 Bookkeeping in ``OUT`` (see :func:`train_dpmesh`):
 
 - ``train_config.json``: the configuration (a resumed run must use the same one);
 - ``log.jsonl``: JSON lines — ``{"event": "start"}``, ``{"event": "step", "stage", "epoch", "step",
   "lr", "loss", "l2d", "l3d", "lsmpl", "lnkr", parts..., "samples_per_s"}`` every ``log_every`` steps
-  (means over the window), ``{"event": "epoch", ...}`` (means over the epoch), ``{"event": "export"}``;
+  (means over the window of the global-batch losses: every process's share summed),
+  ``{"event": "epoch", ...}`` (means over the epoch), ``{"event": "export"}``;
 - ``checkpoints/step-NNNNNNNNN/``: ``state.pt`` (trainable weights, optimiser, loss scaler, counters,
-  log windows) and ``rng-rank<r>.pt`` (each process's torch RNG), written into a ``.tmp`` folder and
-  renamed, then ``checkpoints/latest`` is replaced atomically: a crash never leaves a half-written
-  checkpoint behind the ``latest`` pointer. All files load with ``torch.load(weights_only=True)``;
+  log windows) and ``rng-rank<r>.pt`` (each process's torch RNG, gathered to and written by the main
+  process), written into a ``.tmp`` folder and renamed, then ``checkpoints/latest`` is replaced
+  atomically: a crash never leaves a half-written checkpoint behind the ``latest`` pointer. All files
+  load with ``torch.load(weights_only=True)``. A resumed run needs the same number of processes (each
+  takes its own RNG state back; the data position is global);
 - ``<stage name>/`` (e.g. ``teacher/``, ``student/``): a complete inference weights directory exported
   at the end of each stage (``Pipeline.from_pretrained`` loads it). The student stage's teacher is
   the previous stage's export (or ``init.weights`` when the first stage is a student).
@@ -57,14 +66,35 @@ LOSS_KEYS = ("loss", "l2d", "l3d", "lsmpl", "lnkr", "l2d_proj", "l2d_joint_img",
 
 @dataclasses.dataclass
 class TrainResult:
-    """weights_dir: the last stage's export; exports: stage name -> directory; steps: optimiser steps;
-    last_epoch: loss means of the last epoch; persons: training persons per epoch (after repeats)."""
+    """weights_dir: the last stage's export; exports: stage name -> directory (the stages exported so
+    far); steps: optimiser steps; last_epoch: loss means of the last epoch; persons: training persons per
+    epoch (after repeats); finished: False when the run stopped early (``stop_after``), with a checkpoint
+    to ``resume`` from."""
 
     weights_dir: Path
     exports: dict[str, Path]
     steps: int
     last_epoch: dict[str, float]
     persons: int
+    finished: bool = True
+
+
+def launcher_rank() -> int:
+    """The global rank a launcher (``accelerate launch``, ``torchrun``, SLURM through them) gave this
+    process (the ``RANK`` environment variable); 0 outside a multi-process launch."""
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
+
+
+def _warn_single_cpu_process() -> None:
+    """``accelerate launch --cpu --num_processes N`` (no ``--mpirun_hostfile``) starts ONE process: say so."""
+    if os.environ.get("WORLD_SIZE") is None and os.environ.get("MASTER_PORT") is not None and \
+            os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1"):
+        log.warning("accelerate launch --cpu started a single process (its CPU multi-process mode needs "
+                    "--mpirun_hostfile); for N CPU processes use `accelerate launch --multi_gpu --num_processes N "
+                    "... --device cpu`")
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
@@ -135,7 +165,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, **kwargs) -> TrainRes
     Raises:
         OutputConflictError: another run is using ``out_dir``.
     """
-    if int(os.environ.get("RANK", "0") or 0) != 0:
+    if launcher_rank() != 0:
         return _train_dpmesh(config, out_dir, **kwargs)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir):
@@ -144,7 +174,7 @@ def train_dpmesh(config: TrainConfig, out_dir: str | Path, **kwargs) -> TrainRes
 
 def _train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, device: str = "auto",
                  progress: Callable[[dict], None] | None = None,
-                 on_step: Callable[[int], None] | None = None) -> TrainResult:
+                 on_step: Callable[[int], None] | None = None, stop_after: int | None = None) -> TrainResult:
     """Train DPMesh as ``config`` says and export every stage into ``out_dir``.
 
     Args:
@@ -158,6 +188,9 @@ def _train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fa
             "steps_per_epoch", "global_step", "loss"} (main process only).
         on_step: called with the global step after every optimiser step and checkpoint (tests use it to
             interrupt a run).
+        stop_after: stop once the run (counted from its start, not from this resume) has made this many
+            optimiser steps, with a checkpoint there (``finished`` is False); ``resume`` continues it
+            exactly. None: train to the end.
 
     Raises:
         InputError: bad configuration, data, or a run directory that does not match.
@@ -165,13 +198,17 @@ def _train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fa
         FloatingPointError: the loss became NaN/inf (the message says where; lower the learning rate).
     """
     from accelerate import Accelerator
+    from accelerate.utils import gather_object
 
     from .data import PersonIndex, TrainSamples, collate_samples, step_batches, steps_per_epoch
     from .model import build_model, export_weights, load_teacher
 
+    if stop_after is not None and stop_after < 1:
+        raise InputError(f"stop_after must be >= 1 (got {stop_after})")
     if device not in ("auto", "cpu"):
         raise InputError(f"device must be 'auto' or 'cpu' (got {device!r}); choose GPUs with accelerate launch "
                          "or CUDA_VISIBLE_DEVICES")
+    _warn_single_cpu_process()
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=(device == "cpu"))
     if config.mixed_precision != "no" and accelerator.device.type != "cuda":
         raise InputError(f"mixed_precision {config.mixed_precision!r} needs a CUDA device; use \"no\" on the CPU")
@@ -183,7 +220,8 @@ def _train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fa
                          f"times optim.grad_accumulation ({opt.grad_accumulation})")
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     cfg_path, log_path = out / CONFIG_NAME, out / LOG_NAME
     ckpt = None
     if cfg_path.exists():
@@ -211,6 +249,8 @@ def _train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fa
     if n < opt.batch_size:
         raise InputError(f"the training data holds {n} usable persons, fewer than one batch ({opt.batch_size})")
     micro = opt.grad_accumulation
+    # every process has checked OUT (above) before the main process writes into it
+    accelerator.wait_for_everyone()
     if main and not cfg_path.exists():  # written once model and data are known to load
         write_text(cfg_path, json.dumps(config.to_dict(), indent=2) + "\n")
 
@@ -267,16 +307,15 @@ def _train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fa
             name = f"step-{counters['global_step']:09d}-s{counters['stage']}e{counters['epoch']}"
             final = out / CKPT_DIR / name
             tmp = final.with_name(name + ".tmp")
+            rng = {"cpu": torch.get_rng_state(),
+                   "cuda": torch.cuda.get_rng_state(accelerator.device) if accelerator.device.type == "cuda" else None}
+            rngs = gather_object([rng]) if world > 1 else [rng]  # every process's, in rank order
             if main:
                 if tmp.exists():
                     shutil.rmtree(tmp)
                 tmp.mkdir(parents=True)
-            accelerator.wait_for_everyone()
-            rng = {"cpu": torch.get_rng_state(),
-                   "cuda": torch.cuda.get_rng_state(accelerator.device) if accelerator.device.type == "cuda" else None}
-            save_torch(rng, tmp / f"rng-rank{rank}.pt")
-            accelerator.wait_for_everyone()
-            if main:
+                for r, rng_r in enumerate(rngs):
+                    save_torch(rng_r, tmp / f"rng-rank{r}.pt")
                 payload = {"version": CHECKPOINT_VERSION, "world": world, "counters": dict(counters),
                            "model": {k: v.cpu() for k, v in raw.trainable_state().items()},
                            "optimizer": optimizer.state_dict(),
@@ -290,8 +329,12 @@ def _train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fa
                                and not p.name.endswith(".tmp")), key=lambda p: p.name)
                 for old in kept[:-config.keep_checkpoints]:
                     shutil.rmtree(old, ignore_errors=True)
-            accelerator.wait_for_everyone()
+            accelerator.wait_for_everyone()  # the checkpoint is complete before any process goes on
             return final
+
+        def stopped() -> TrainResult:
+            log.info("stopped after step %d (stop_after); continue with resume", counters["global_step"])
+            return _result(config, out, counters["global_step"], last_epoch, n, finished=False)
 
         while counters["epoch"] < stage.epochs:
             epoch = counters["epoch"]
@@ -308,14 +351,19 @@ def _train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fa
             it = iter(loader)
             t0 = time.perf_counter()
             while counters["step_in_epoch"] < spe:
-                values: dict[str, float] = {}
-                for m in range(micro):
-                    batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(it).items()}
-                    with (accelerator.no_sync(model) if m < micro - 1 else contextlib.nullcontext()):
-                        loss, parts = step_loss(model, raw.body, teacher, batch, config.loss, accelerator.autocast)
-                        accelerator.backward(loss / micro)
+                micro_batches = [{k: v.to(accelerator.device, non_blocking=True) for k, v in next(it).items()}
+                                 for _ in range(micro)]
+                reduction = _step_reduction(accelerator, micro_batches)
+                sums: dict[str, torch.Tensor] = {}
+                for m, batch in enumerate(micro_batches):
+                    sync = accelerator.no_sync(model) if m < micro - 1 else contextlib.nullcontext()
+                    with sync:
+                        loss, parts = step_loss(model, raw.body, teacher, batch, config.loss, accelerator.autocast,
+                                                reduction=reduction)
+                        accelerator.backward(loss)
                     for k, v in parts.items():
-                        values[k] = values.get(k, 0.0) + float(v) / micro
+                        sums[k] = sums[k] + v if k in sums else v
+                values = _global_values(accelerator, sums)  # the step's losses over every process
                 if not math.isfinite(values["loss"]):
                     raise FloatingPointError(
                         f"non-finite loss at stage {stage.name}, epoch {epoch}, step {counters['global_step']} "
@@ -346,6 +394,10 @@ def _train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fa
                     save_checkpoint()
                 if on_step is not None:
                     on_step(counters["global_step"])
+                if stop_after is not None and counters["global_step"] >= stop_after:
+                    if counters["global_step"] % config.checkpoint_every != 0 or counters["step_in_epoch"] == spe:
+                        save_checkpoint()
+                    return stopped()
             del it, loader
             last_epoch = epoch_win.means()
             if main:
@@ -382,10 +434,63 @@ def _train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fa
         del teacher
     if tb is not None:
         tb.close()
+    return _result(config, out, counters["global_step"], last_epoch, n, finished=True)
+
+
+def _result(config: TrainConfig, out: Path, steps: int, last_epoch: dict[str, float], persons: int, *,
+            finished: bool) -> TrainResult:
     names = [_stage_export_name(config, i) for i in range(len(config.stages))]
-    exports = {name: out / name for name in names}
-    return TrainResult(weights_dir=exports[names[-1]], exports=exports, steps=counters["global_step"],
-                       last_epoch=last_epoch, persons=n)
+    exports = {name: out / name for name in names if finished or (out / name).is_dir()}
+    return TrainResult(weights_dir=out / names[-1], exports=exports, steps=steps, last_epoch=last_epoch,
+                       persons=persons, finished=finished)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepReduction:
+    """How this process's micro-batch losses add up to the losses of the whole optimiser step.
+
+    denominators: part name -> weight sum of the step's global batch (every micro-batch of every
+    process; :func:`~.losses.supervised_weights`); processes, micro_batches: W and M; gather: this
+    process's (b, C) tensor -> every process's (W·b, C) in rank order, gradient kept on this process's
+    rows (None for one process).
+    """
+
+    denominators: dict[str, torch.Tensor]
+    processes: int = 1
+    micro_batches: int = 1
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def _step_reduction(accelerator, micro_batches: list[dict[str, torch.Tensor]]) -> StepReduction:
+    from .losses import supervised_weights
+
+    sums: dict[str, torch.Tensor] = {}
+    for batch in micro_batches:
+        for k, w in supervised_weights(batch).items():
+            sums[k] = sums[k] + w.sum() if k in sums else w.sum()
+    keys = sorted(sums)
+    vec = torch.stack([sums[k] for k in keys])
+    world = accelerator.num_processes
+    gather = None
+    if world > 1:
+        vec = accelerator.reduce(vec, reduction="sum")
+        rank = accelerator.process_index
+
+        def gather(x: torch.Tensor) -> torch.Tensor:
+            parts = list(accelerator.gather(x.detach().contiguous()).chunk(world))
+            parts[rank] = x
+            return torch.cat(parts)
+    return StepReduction(denominators=dict(zip(keys, vec)), processes=world, micro_batches=len(micro_batches),
+                         gather=gather)
+
+
+def _global_values(accelerator, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The step's loss values: this process's shares summed over every process."""
+    keys = sorted(sums)
+    vec = torch.stack([sums[k].float() for k in keys])
+    if accelerator.num_processes > 1:
+        vec = accelerator.reduce(vec, reduction="sum")
+    return dict(zip(keys, vec.tolist()))
 
 
 def _stage_seed(seed: int, stage: int, rank: int) -> int:
@@ -394,15 +499,22 @@ def _stage_seed(seed: int, stage: int, rank: int) -> int:
     return mix_seed(seed, stage, rank, 0x57A6E)
 
 
-def step_loss(model, body, teacher, batch: dict[str, torch.Tensor], lc, autocast=None):
-    """Forward one micro-batch; returns (weighted loss, {name: detached scalar}).
+def step_loss(model, body, teacher, batch: dict[str, torch.Tensor], lc, autocast=None, *,
+              reduction: StepReduction | None = None):
+    """Forward one micro-batch; returns (loss to backpropagate, {name: detached scalar}).
 
     model: the (possibly DDP-wrapped) student; body: the SMPL body (GT joints for samples with SMPL but no
     3D joints); teacher: the frozen NKR teacher, or None in a teacher stage (then the clean inputs are
     used and there is no NKR term); lc: :class:`~.config.LossConfig`; autocast: the accelerator's
     mixed-precision context factory (the prepared student applies it itself; the teacher needs it).
+
+    reduction: None — the loss and its parts are means over this batch. Given — the parts are this
+    micro-batch's *shares* of the step's global-batch losses (summed over every micro-batch and process
+    they give them), and the returned loss is scaled so that DDP's gradient average over W processes,
+    summed over the micro-batches, is the gradient of the global-batch loss (W x the share; the SimCLR
+    term, computed in full by every process with the gradient on its own rows, enters as 1/M of it).
     """
-    from .losses import nkr_loss, supervised_losses
+    from .losses import nkr_terms, supervised_losses
 
     student = teacher is not None
     prefix = "student" if student else "teacher"
@@ -410,18 +522,25 @@ def step_loss(model, body, teacher, batch: dict[str, torch.Tensor], lc, autocast
     with torch.no_grad():
         gt = body(batch["smpl_pose"][:, :3], batch["smpl_pose"][:, 3:], batch["smpl_betas"])
         gt_joints = gt.joints - gt.joints[:, :1]
-    terms = supervised_losses(out, batch, gt_joints)
+    W, M = (reduction.processes, reduction.micro_batches) if reduction is not None else (1, 1)
+    terms = supervised_losses(out, batch, gt_joints, reduction.denominators if reduction is not None else None)
     loss = lc.w_2d * terms["l2d"] + lc.w_3d * terms["l3d"] + lc.w_smpl * terms["lsmpl"]
     parts = {k: v.detach() for k, v in terms.items()}
+    backward = W * loss
     if student:
         with torch.no_grad(), (autocast() if autocast is not None else contextlib.nullcontext()):
             target = teacher(batch["img_teacher"], batch["joints32_teacher"], batch["mask_teacher"],
                              batch["focal"]).features
-        lnkr, nkr_parts = nkr_loss(out.features, target, lc.simclr_temperature)
+        sim, mse = nkr_terms(out.features, target, lc.simclr_temperature,
+                             gather=reduction.gather if reduction is not None else None,
+                             mse_count=out.features.numel() * W * M)
+        backward = backward + lc.w_nkr * (W * mse + W * sim / M)
+        sim_share, mse_share = sim.detach() / (W * M), mse.detach()
+        lnkr = sim_share + mse_share
         loss = loss + lc.w_nkr * lnkr
-        parts.update(lnkr=lnkr.detach(), **nkr_parts)
+        parts.update(lnkr=lnkr, nkr_simclr=sim_share, nkr_mse=mse_share)
     parts["loss"] = loss.detach()
-    return loss, parts
+    return backward, parts
 
 
 class _Validator:
