@@ -91,6 +91,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(synth, tmp_path):
     with pytest.raises(_Stop):
         train_dpmesh(cfg, run, device="cpu", resume=True, on_step=crash_at(5))
     assert (run / "checkpoints" / "latest").read_text().startswith("step-000000004")
+    again = train_dpmesh(cfg, run, device="cpu", resume=True, stop_after=3)  # already past it: no step
+    assert again.steps == 4 and not again.finished
+    assert (run / "checkpoints" / "latest").read_text().startswith("step-000000004")
     resumed = train_dpmesh(cfg, run, device="cpu", resume=True)
     assert resumed.steps == 6
     assert _weights_equal(straight.exports["teacher"], resumed.exports["teacher"]) == []

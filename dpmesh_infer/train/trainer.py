@@ -351,6 +351,8 @@ def _train_dpmesh(config: TrainConfig, out_dir: str | Path, *, resume: bool = Fa
             it = iter(loader)
             t0 = time.perf_counter()
             while counters["step_in_epoch"] < spe:
+                if stop_after is not None and counters["global_step"] >= stop_after:
+                    return stopped()  # resumed at or past stop_after: no further step
                 micro_batches = [{k: v.to(accelerator.device, non_blocking=True) for k, v in next(it).items()}
                                  for _ in range(micro)]
                 reduction = _step_reduction(accelerator, micro_batches)
