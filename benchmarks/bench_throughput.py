@@ -15,6 +15,9 @@ networks  eager fp32 batch 1 with every fast-path switch off (the upstream-style
           MFU = persons/s x GFLOP/person / peak (GFLOP counted by torch's FlopCounterMode; peak: the
           GPU's dense fp16 tensor rate from a table, or ``--peak-tflops``; on the CPU a measured fp32
           GEMM rate), peak device memory (reset per row), host enqueue time vs device time.
+overhead  one person, one photo: the whole ``Pipeline.__call__`` (decode-free: the image is an array; keypoints
+          to joints, crop, heatmaps, the networks, SMPL, placement, results) against the composed model's
+          forward alone on the same crop (what the upstream code times), same weights and dtype.
 stages    fractions of one fast-path batch: VAE encoder, ControlNet, UNet, merge, regressor, pose
           decoder, SMPL, the rest (heatmaps, cameras, copies).
 ablation  one row per switch (the fast path with that switch off; on the CPU, where they are off by
@@ -49,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SECTIONS = ("networks", "stages", "ablation", "e2e", "folder", "host", "detector")
+SECTIONS = ("networks", "overhead", "stages", "ablation", "e2e", "folder", "host", "detector")
 #: dense fp16/bf16 tensor-core peak, TFLOP/s (vendor datasheets, SXM parts without sparsity)
 PEAK_FP16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10": 125.0,
                     "4090": 165.2, "V100": 125.0, "T4": 65.0}
@@ -266,6 +269,31 @@ def section_networks(args, builder, device, results):
     results["networks"] = dict(gflop_per_person=gflop, peak_tflops=peak, peak_source=peak_src, rows=raw)
 
 
+def section_overhead(args, builder, device, results):
+    from dpmesh_infer.geometry.crops import collate
+    from dpmesh_infer.stand_ins.scene import synthetic_scene
+
+    pipe = builder.pipeline(device)
+    image, kp = synthetic_scene()
+    kp1 = kp[:1]
+    batch = collate(pipe.prepare(image, kp1).persons).to(device)
+    focal = pipe.model.model_focal(batch.image_size)
+    dtype = pipe.dtype
+
+    def model_forward():
+        with torch.inference_mode():
+            return pipe.model(batch.images.to(dtype), batch.joints32, batch.mask, focal)
+
+    t_model = median_time(model_forward, device, args.warmup, args.repeat)
+    t_call = median_time(lambda: pipe(image, kp1), device, args.warmup, args.repeat)
+    table("One person: the whole Pipeline call against the model's forward alone",
+          ["path", "ms", "x model forward"],
+          [["DPMesh.forward (composed model, the crop ready on the device)", 1e3 * t_model, 1.0],
+           ["Pipeline.__call__(image array, keypoints)", 1e3 * t_call, t_call / t_model]],
+          note=f"median of {args.repeat} after {args.warmup} warm-up calls, {str(dtype).replace('torch.', '')}")
+    results["overhead"] = dict(model_ms=1e3 * t_model, call_ms=1e3 * t_call, ratio=t_call / t_model)
+
+
 STAGES = (("VAE encoder", lambda m: [m.backbone.vae.encoder] + ([m.backbone.vae.quant_conv]
                                                                 if m.backbone.vae.quant_conv is not None else [])),
           ("ControlNet", lambda m: [m.backbone.controlnet]), ("UNet", lambda m: [m.backbone.unet]),
@@ -335,7 +363,7 @@ def section_stages(args, builder, device, results):
 def section_ablation(args, builder, device, results):
     from dpmesh_infer.pipeline import RuntimeOptions
 
-    bs = args.batch_sizes[-1]
+    bs = args.ablation_batch or (args.batch_sizes[-1] if device.type == "cuda" else min(args.batch_sizes[-1], 16))
     ref_pipe = builder.pipeline(device, torch.float32, RuntimeOptions.plain())
     persons, f, pp = crowd_persons(ref_pipe, bs)
     ref = ref_pipe.forward_persons(persons, focal=f, principal=pp)["vertices"]
@@ -506,9 +534,16 @@ def section_host(args, builder, device, results, tmp: Path):
     res = pipe(paths, keypoints=kps).images  # the results the writers write (not timed)
     persons = sum(len(r.persons) for r in res)
     bundle = BundleWriter(faces)
+    for path, kp in zip(paths, kps):  # warm-up: page cache, allocator, first-call imports
+        collate(pipe.prepare([load_image(path)], [kp]).persons)
     timings: dict[str, dict[str, float]] = {"before": {}, "after": {}}
+
+    def add(b, key, v):
+        b[key] = b.get(key, 0.0) + v
+
     for label in ("before", "after"):
         b = timings[label]
+        written: list = []
         for k, (path, kp, r) in enumerate(zip(paths, kps, res)):
             t = time.perf_counter()
             rgb = load_image(path)
@@ -519,17 +554,18 @@ def section_host(args, builder, device, results, tmp: Path):
             t3 = time.perf_counter()
             folder = tmp / f"host_{label}" / f"img{k}"
             if label == "before":
-                _legacy_write(r, faces, folder)
-                t4 = t5 = time.perf_counter()
+                _legacy_write(r, faces, folder)  # fsync per file, people.json last
             else:
-                written = bundle.write_data(r, folder)
-                t4 = time.perf_counter()
-                sync_files(written, folder)  # (a folder run syncs once per chunk)
-                bundle.write_done(r, folder)
-                t5 = time.perf_counter()
-            for key, v in (("decode", t1 - t), ("crop", t2 - t1), ("collate", t3 - t2), ("write", t4 - t3),
-                           ("sync+mark", t5 - t4)):
-                b[key] = b.get(key, 0.0) + v
+                written += bundle.write_data(r, folder)
+            t4 = time.perf_counter()
+            for key, v in (("decode", t1 - t), ("crop", t2 - t1), ("collate", t3 - t2), ("write", t4 - t3)):
+                add(b, key, v)
+        t = time.perf_counter()
+        if label == "after":  # as a folder run does per chunk: one sync, then the people.json of each image
+            sync_files(written, tmp / "host_after")
+            for k, r in enumerate(res):
+                bundle.write_done(r, tmp / "host_after" / f"img{k}")
+        add(b, "sync+mark", time.perf_counter() - t)
     rows = []
     for key in ("decode", "crop", "collate", "write", "sync+mark"):
         before, after = timings["before"][key], timings["after"][key]
@@ -539,8 +575,8 @@ def section_host(args, builder, device, results, tmp: Path):
     table(f"Host cost per person of the default outputs, one thread ({len(paths)} photos, {persons} persons)",
           ["step", "before ms/person", "after ms/person", "before / after"], rows,
           note="before: trimesh OBJ + trimesh scene.glb, an fsync per file; after: ObjWriter, GlbWriter, "
-               "no fsync per file, one filesystem sync (here per image; a folder run syncs once per chunk), "
-               "then people.json. Heatmaps are computed on the device, inside the networks.")
+               "no fsync per file, one filesystem sync for the photos (one chunk of a folder run), then "
+               "each people.json. Heatmaps are computed on the device, inside the networks.")
     results["host"] = dict(persons=persons, before_ms=1e3 * tb / persons, after_ms=1e3 * ta / persons,
                            steps={k: {"before": 1e3 * timings["before"][k] / persons,
                                       "after": 1e3 * timings["after"][k] / persons} for k in timings["before"]})
@@ -582,6 +618,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="add torch.compile rows (minutes of compiling)")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode of those rows")
     ap.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: table / measured)")
+    ap.add_argument("--ablation-batch", type=int, default=None,
+                    help="batch of the ablation rows (default: the largest batch size; at most 16 on the CPU)")
     ap.add_argument("--people", type=int, default=10)
     ap.add_argument("--e2e-images", type=int, default=16)
     ap.add_argument("--folder-images", type=int, default=32)
@@ -610,6 +648,8 @@ def main() -> None:
             with torch.inference_mode(False):
                 if section == "networks":
                     section_networks(args, builder, device, results)
+                elif section == "overhead":
+                    section_overhead(args, builder, device, results)
                 elif section == "stages":
                     section_stages(args, builder, device, results)
                 elif section == "ablation":
