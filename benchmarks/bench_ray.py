@@ -8,9 +8,10 @@ Usage:
 One Ray connection (a local Ray with every core when no ``$RAY_ADDRESS``) serves every row, so the rows
 differ only in the worker count. Each row is a fresh folder run (``engines.ray_data.run_on_ray``) of the
 same generated photos (640x480, two people each, keypoints from a file) into its own output folder;
-``--local`` adds a row for the local engine (``BatchRunner``) on the same images. Columns: wall seconds
-of the run (worker start-up included), images/s over the run, images/s after the first batch came back
-(start-up excluded), and each row's ratio (steady images/s) to the first 1-worker row.
+``--local`` adds a row for the local engine (``BatchRunner``) on the same images. Columns: torch threads
+per process (Ray sets a worker's OMP_NUM_THREADS to its CPUs: the cluster's CPUs shared among the
+workers), wall seconds of the run (worker start-up included), images/s over the run, images/s after the
+first batch came back (start-up excluded), and each row's ratio (steady images/s) to the first 1-worker row.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def main() -> None:
 
     from dpmesh_infer import Pipeline
     from dpmesh_infer.batch import BatchRunner, plan_batch
-    from dpmesh_infer.engines.ray_data import WorkerSetup, import_ray, run_on_ray
+    from dpmesh_infer.engines.ray_data import WorkerSetup, import_ray, plan_resources, run_on_ray
     from dpmesh_infer.keypoint_files import read_keypoints
 
     ray = import_ray()
@@ -104,27 +105,31 @@ def main() -> None:
     resources = ray.cluster_resources()
 
     rows = []
+    import torch
+
     if args.local:
         timer = Timer()
         pipe = Pipeline.from_pretrained(weights, device=args.device)
         runner = BatchRunner(pipe, file_keypoints(pipe, kpset), chunk=args.chunk, on_record=timer)
         summary = runner.run(plan_batch([photos], work / "out_local"))
-        rows.append(("local", summary, timer))
+        rows.append(("local", summary, timer, torch.get_num_threads()))
     for i, n in enumerate(args.workers):  # (repeat counts to alternate them: --workers 1 2 1 2)
         timer = Timer()
         summary = run_on_ray(plan_batch([photos], work / f"out_ray_{i}"), setup, workers=n, device=args.device,
                              chunk=args.chunk, on_record=timer)
-        rows.append((f"ray, {n} worker{'s' if n > 1 else ''}", summary, timer))
+        cpus = plan_resources(resources, ray.nodes(), workers=n, device=args.device).num_cpus  # (torch threads)
+        rows.append((f"ray, {n} worker{'s' if n > 1 else ''}", summary, timer, int(cpus)))
     ray.shutdown()
 
     print(f"\n{args.images} images (640x480, 2 people each), --chunk {args.chunk}, weights {weights}, "
           f"device {args.device}")
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
           f"ray {ray.__version__}, cluster {dict((k, v) for k, v in resources.items() if k in ('CPU', 'GPU'))}")
-    head = f"{'engine':<18} {'done':>5} {'wall s':>8} {'images/s':>9} {'steady images/s':>16} {'ratio':>6}"
+    head = (f"{'engine':<18} {'threads/proc':>12} {'done':>5} {'wall s':>8} {'images/s':>9} {'steady images/s':>16} "
+            f"{'ratio':>6}")
     print(head + "\n" + "-" * len(head))
     base = None
-    for name, summary, timer in rows:
+    for name, summary, timer, threads in rows:
         done = summary.count("done")
         rate = done / summary.seconds
         steady = ((timer.count - timer.first_count) / (timer.last - timer.first)
@@ -132,7 +137,7 @@ def main() -> None:
         if base is None and name == "ray, 1 worker":
             base = steady
         ratio = steady / base if base else float("nan")
-        print(f"{name:<18} {done:>5} {summary.seconds:>8.1f} {rate:>9.2f} {steady:>16.2f} {ratio:>6.2f}")
+        print(f"{name:<18} {threads:>12} {done:>5} {summary.seconds:>8.1f} {rate:>9.2f} {steady:>16.2f} {ratio:>6.2f}")
     print("steady images/s: images after the first returned batch / time from that batch to the last one "
           "(worker start-up excluded); ratio: steady images/s against the first 1-worker row")
 

@@ -181,6 +181,18 @@ def test_resume_after_the_driver_is_killed(ray_address, photos, tiny_weights, tm
     assert not list(out.rglob("*.tmp"))
 
 
+def test_a_worker_that_cannot_load_the_weights_is_exit_3_with_the_message(ray_address, photos, tiny_weights,
+                                                                          tmp_path):
+    root, kp, _ = photos
+    bad = tmp_path / "weights"
+    shutil.copytree(tiny_weights, bad)
+    (bad / "regressor" / "model.safetensors").write_bytes(b"garbage")  # present (the driver's check passes)
+    r = run("predict", f"{root}/img_0[01].png", "-k", kp, "-w", bad, "-o", tmp_path / "out", "--engine", "ray", "-q")
+    assert r.exit_code == 3, r.output  # the WeightsError raised in the worker, out of Ray's wrappers
+    assert "cannot read weights file" in r.output and "regressor/model.safetensors" in r.output
+    assert "Traceback" not in r.output and "RayTaskError" not in r.output
+
+
 # ------------------------------------------------------------------------- without a cluster
 
 def test_without_ray_a_clear_message_and_exit_5(photos, tmp_path):
@@ -216,6 +228,23 @@ def test_engine_usage_errors(photos, tmp_path, args, message):
     root, kp, _ = photos
     r = run("predict", root, "-k", kp, "-o", tmp_path / "out", *args)
     assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_an_unreachable_cluster_is_exit_2_at_once(photos, tiny_weights, tmp_path):
+    import socket
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("from dpmesh_infer.cli import main; import sys\n"
+            f"sys.argv = ['dpmesh', 'predict', {str(photos[0] / 'img_00.png')!r}, '-k', {str(photos[1])!r}, "
+            f"'-w', {str(tiny_weights)!r}, '-o', {str(tmp_path / 'out')!r}, '--engine', 'ray', "
+            f"'--ray-address', '127.0.0.1:{port}']\nmain()\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_engine_ray_is_for_folder_runs(photos, tmp_path):

@@ -192,6 +192,8 @@ def connected(ray, address: str | None, *, verbose: bool = False) -> Iterator[No
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is not None:
+        check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False if address is None else None, log_to_driver=verbose,
                  logging_level=level)
@@ -201,6 +203,26 @@ def connected(ray, address: str | None, *, verbose: bool = False) -> Iterator[No
         yield
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) address must accept a TCP connection within ``timeout``
+    seconds: ``ray.init`` itself keeps retrying an unreachable cluster for minutes. Other forms (``auto``,
+    ``local``) are left to Ray.
+
+    Raises:
+        InputError: nothing listens there (exit 2), naming the address and where it came from.
+    """
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise InputError(f"cannot reach the Ray cluster at {address} (--ray-address, else $RAY_ADDRESS): {e}. "
+                         "Start it with `ray start --head`, or leave both unset for a local Ray") from e
 
 
 def run_on_ray(plan: BatchPlan, setup: WorkerSetup, *, workers: int | None = None, address: str | None = None,
