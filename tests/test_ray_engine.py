@@ -188,7 +188,7 @@ def test_a_worker_that_cannot_load_the_weights_is_exit_3_with_the_message(ray_ad
     shutil.copytree(tiny_weights, bad)
     (bad / "regressor" / "model.safetensors").write_bytes(b"garbage")  # present (the driver's check passes)
     r = run("predict", f"{root}/img_0[01].png", "-k", kp, "-w", bad, "-o", tmp_path / "out", "--engine", "ray", "-q")
-    assert r.exit_code == 3, r.output  # the WeightsError raised in the worker, out of Ray's wrappers
+    assert r.exit_code == 3, r.output  # the WeightsError raised in the worker, with its class and message
     assert "cannot read weights file" in r.output and "regressor/model.safetensors" in r.output
     assert "Traceback" not in r.output and "RayTaskError" not in r.output
 
@@ -302,6 +302,14 @@ def test_unreported_images_and_wrapped_worker_errors(tmp_path):
         def __init__(self, cause):
             super().__init__(f"ray.exceptions.RayTaskError: Traceback ...\n{cause}")
             self.cause = cause
+
+    from dpmesh_infer.engines.ray_data import startup_error
+    from dpmesh_infer.errors import DpmeshError, RenderError
+
+    err = startup_error("RenderError", "no headless OpenGL", 5)
+    assert type(err) is RenderError and str(err) == "no headless OpenGL" and err.exit_code == 5
+    err = startup_error("SomeOtherError", "boom", 4)
+    assert type(err) is DpmeshError and err.exit_code == 4
 
     inner = WeightsError("weights directory /x is incomplete")
     try:

@@ -110,14 +110,23 @@ class PredictWorker:
     call computes and writes a batch of images and returns ``{"rel", "record"}`` (one row per image)."""
 
     def __init__(self, setup: WorkerSetup, out_dir: str) -> None:
-        pipe = setup.load_pipeline()
-        renderer = setup.make_renderer() if setup.make_renderer is not None else None
-        self.runner = BatchRunner(pipe, setup.make_keypoints(pipe), renderer=renderer, **setup.runner_options)
         self.out_dir = Path(out_dir)
+        self.startup_error: DpmeshError | None = None
+        try:
+            pipe = setup.load_pipeline()
+            renderer = setup.make_renderer() if setup.make_renderer is not None else None
+            self.runner = BatchRunner(pipe, setup.make_keypoints(pipe), renderer=renderer, **setup.runner_options)
+        except DpmeshError as e:  # (weights, detector, renderer): sent to the driver with the first batch, which
+            self.startup_error = e  # raises it there; an actor that died in __init__ would lose its type
 
     def __call__(self, batch: dict) -> dict:
         items = [InputImage(Path(str(p)), str(n), str(r)) for p, n, r in zip(batch["path"], batch["name"],
                                                                               batch["rel"])]
+        if self.startup_error is not None:
+            e = self.startup_error
+            row = json.dumps({"startup_error": [type(e).__name__, str(e), e.exit_code]})
+            return {"rel": np.array([im.rel for im in items], dtype=object),
+                    "record": np.array([row] * len(items), dtype=object)}
         _test_exit_hook(items)
         try:
             records = self.runner.process_images(items, self.out_dir)
@@ -288,9 +297,11 @@ def _stream(ray, plan: BatchPlan, setup: WorkerSetup, pool: WorkerResources, bat
                                 num_gpus=pool.num_gpus or None, num_cpus=pool.num_cpus, **remote_args)
         rows = ds.iter_rows()
         for row in rows:
-            rel = str(row["rel"])
+            rel, fields = str(row["rel"]), json.loads(str(row["record"]))
+            if "startup_error" in fields:
+                raise startup_error(*fields["startup_error"])
             reported.add(rel)
-            recorder.record(record_from_fields(by_rel[rel], plan.out_dir, json.loads(str(row["record"]))))
+            recorder.record(record_from_fields(by_rel[rel], plan.out_dir, fields))
     except (KeyboardInterrupt, DpmeshError):
         raise
     except Exception as e:  # noqa: BLE001 -- a worker that cannot start, or the cluster went away
@@ -319,6 +330,17 @@ def unreported_record(image: InputImage, out_dir: Path, require=()) -> ImageReco
         return ImageRecord(image, "done", folder, persons=n,
                            warnings=["finished by a Ray worker that was lost before it reported"])
     return ImageRecord(image, "failed", folder, error=LOST_MESSAGE)
+
+
+def startup_error(name: str, message: str, exit_code: int) -> DpmeshError:
+    """The error a worker raised while starting, rebuilt on the driver: its class from
+    :mod:`dpmesh_infer.errors` (else DpmeshError), its message and exit code."""
+    from .. import errors
+
+    cls = getattr(errors, name, None)
+    err = (cls if isinstance(cls, type) and issubclass(cls, DpmeshError) else DpmeshError)(message)
+    err.exit_code = int(exit_code)
+    return err
 
 
 def dpmesh_cause(e: BaseException) -> DpmeshError | None:
