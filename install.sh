@@ -27,6 +27,8 @@
 #      (a warning otherwise: that one test then skips, saying why);
 #   video: PyAV (video decoding/encoding, FFmpeg bundled in its wheel) and pygltflib (skinned, animated
 #      glTF) -- the package's "video" extra -- when missing (install_video_stack);
+#   ray: Ray Data (`dpmesh predict --engine ray`) -- the package's "ray" extra, ray[data] -- when missing
+#      (install_ray_stack);
 #   gltf validator: the Khronos glTF validator (npm gltf-validator) into $DPMESH_GLTF_VALIDATOR_DIR (default
 #      ${XDG_CACHE_HOME:-~/.cache}/dpmesh/gltf-validator), used by the tests of every GLB the project writes
 #      (scene.glb of photos and videos, --rig); Debian's nodejs and npm are apt-installed when missing and run
@@ -327,6 +329,26 @@ install_video_stack() {
 }
 step "video: PyAV and pygltflib"
 install_video_stack
+
+# ---------------------------------------------------------------------------------------------------
+# Scale-out: the "ray" extra of pyproject.toml (Ray Data, for `dpmesh predict --engine ray`), when missing.
+RAY_REQS=("ray[data]>=2.40,<2.64")
+install_ray_stack() {
+  local need
+  need=$(check missing "${RAY_REQS[@]}")
+  if [ -n "$need" ]; then
+    echo "    installing: $(echo $need)"
+    pip_ install -q -c "$CONSTRAINTS" $need
+    ok "installed"
+  else
+    ok "${RAY_REQS[*]} present"
+  fi
+  py -c 'import ray, ray.data; print("    ok: ray", ray.__version__, "with Ray Data imports")' \
+    || die "ray[data] does not import (see above)."
+}
+step "ray: Ray Data for --engine ray"
+install_ray_stack
+write_constraints
 
 # ---------------------------------------------------------------------------------------------------
 step "6/6 check"

@@ -197,7 +197,7 @@ def plan_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
                      ignored=scanned.ignored, overwrite=overwrite, require=require)
 
 
-def _recheck(plan: BatchPlan) -> BatchPlan:
+def recheck_plan(plan: BatchPlan) -> BatchPlan:
     """``plan`` with the images finished since it was made (by a run that held the lock then) moved to
     ``finished``: a finished image is never redone or made to look unfinished without --overwrite."""
     if plan.overwrite:
@@ -219,6 +219,40 @@ def _end_with_newline(path: Path) -> None:
     except FileNotFoundError:
         pass
 
+
+
+class RunRecorder:
+    """The one writer of ``OUT/manifest.jsonl`` and of a run's :class:`BatchSummary`: opened, it ends a
+    line cut by a kill, writes the plan's ``ignored`` entries and a ``skipped`` record per image finished
+    earlier; then :meth:`record` appends one line per image as it finishes (call it from one thread at a
+    time). Shared by the local engine and the Ray engine (whose workers never touch the manifest)."""
+
+    def __init__(self, plan: BatchPlan, summary: BatchSummary,
+                 on_record: Callable[[ImageRecord], None] | None = None) -> None:
+        self.plan, self.summary, self.on_record = plan, summary, on_record
+        self._file = None
+
+    def __enter__(self) -> "RunRecorder":
+        path = self.plan.out_dir / MANIFEST_NAME
+        _end_with_newline(path)  # a line cut by a kill stays on its own line
+        self._file = open(path, "a", encoding="utf-8")
+        for path, reason in self.plan.ignored:
+            self._file.write(json.dumps({"image": str(path), "path": str(path), "status": "ignored",
+                                         "error": f"{path} {reason}"}) + "\n")
+        for im, n in self.plan.finished:
+            self.record(ImageRecord(im, "skipped", output_folder(self.plan.out_dir, im), persons=n))
+        return self
+
+    def record(self, rec: ImageRecord) -> None:
+        self.summary.records.append(rec)
+        self._file.write(json.dumps(rec.to_json()) + "\n")
+        self._file.flush()
+        if self.on_record is not None:
+            self.on_record(rec)
+
+    def __exit__(self, *exc) -> bool:
+        self._file.close()
+        return False
 
 # ------------------------------------------------------------------------------------------ keypoints
 
@@ -403,6 +437,7 @@ class BatchRunner:
         self.max_pixels = max_pixels
         self.glb_photo, self.glb_photo_depth = glb_photo, glb_photo_depth  # the photo in scene.glb
         self._stop = threading.Event()  # set on Ctrl-C / SIGTERM: the preparing thread gives up its chunk
+        self._bundle: BundleWriter | None = None  # process_images: built on first use, then reused
 
     def run(self, plan: BatchPlan, *, force_unlock: bool = False) -> BatchSummary:
         """Process every image of ``plan`` under the output folder's lock (:mod:`dpmesh_infer.locks`);
@@ -413,31 +448,18 @@ class BatchRunner:
         """
         check_writable(plan.out_dir)
         with RunLock(plan.out_dir, force=force_unlock):
-            return self._run_locked(_recheck(plan))
+            return self._run_locked(recheck_plan(plan))
 
     def _run_locked(self, plan: BatchPlan) -> BatchSummary:
         summary = BatchSummary(non_images=list(plan.non_images), ignored=list(plan.ignored))
         t0 = time.perf_counter()
         self._stop.clear()
-        _end_with_newline(plan.out_dir / MANIFEST_NAME)  # a line cut by a kill stays on its own line
         bundle = BundleWriter(self.pipe.faces) if plan.todo else None  # (no pipeline when all is finished)
-        with open(plan.out_dir / MANIFEST_NAME, "a", encoding="utf-8") as manifest, \
+        with RunRecorder(plan, summary, self.on_record) as recorder, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpmesh-prepare") as preparer, \
                 ThreadPoolExecutor(max_workers=max(2, self.writers), thread_name_prefix="dpmesh-io") as io_pool, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpmesh-commit") as committer:
-
-            def record(rec: ImageRecord) -> None:  # main thread or the single commit thread, never both
-                summary.records.append(rec)
-                manifest.write(json.dumps(rec.to_json()) + "\n")
-                manifest.flush()
-                if self.on_record is not None:
-                    self.on_record(rec)
-
-            for path, reason in plan.ignored:
-                manifest.write(json.dumps({"image": str(path), "path": str(path), "status": "ignored",
-                                           "error": f"{path} {reason}"}) + "\n")
-            for im, n in plan.finished:
-                record(ImageRecord(im, "skipped", output_folder(plan.out_dir, im), persons=n))
+            record = recorder.record  # main thread or the single commit thread, never both
             chunks = [plan.todo[i:i + self.chunk] for i in range(0, len(plan.todo), self.chunk)]
             pending: list[Future] = []
             upcoming: Future | None = None
@@ -469,6 +491,20 @@ class BatchRunner:
         return summary
 
     # -------------------------------------------------------------- one chunk
+
+    def process_images(self, items: Sequence[InputImage], out_dir: Path) -> list[ImageRecord]:
+        """One chunk, start to end, on the calling thread (no manifest, no lock): load, keypoints, crops,
+        networks, then the files (one filesystem sync), exactly as :meth:`run` does it for each chunk.
+        Returns a record per image (failed ones first). What a Ray worker runs per batch
+        (:mod:`dpmesh_infer.engines.ray_data`)."""
+        if self._bundle is None:
+            self._bundle = BundleWriter(self.pipe.faces)
+        records: list[ImageRecord] = []
+        with ThreadPoolExecutor(max_workers=max(2, self.writers), thread_name_prefix="dpmesh-io") as pool:
+            prepared = self._prepare(list(items), Path(out_dir), pool)
+            computed = self._infer_chunk(prepared)
+            self._write_chunk(computed, prepared.failed, records.append, self._bundle, pool, Path(out_dir))
+        return records
 
     def _prepare(self, items: list[InputImage], out_dir: Path, pool: ThreadPoolExecutor) -> _Chunk:
         """Load (in ``pool``), find keypoints (one call for the chunk) and crop (in ``pool``) a chunk."""

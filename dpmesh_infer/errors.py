@@ -43,7 +43,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_USAGE: "usage error or bad input file (options, keypoints, config, dataset, output path)",
     EXIT_WEIGHTS: "weights missing or invalid (the message lists each file and the command that fixes it)",
     EXIT_UNUSABLE_INPUT: "the single input is unusable (unreadable image, no person found)",
-    EXIT_DEPENDENCY: "an optional component needed for what was asked is missing (detector stack, renderer)",
+    EXIT_DEPENDENCY: "an optional component needed for what was asked is missing (detector stack, renderer, Ray)",
     EXIT_INTERRUPTED: "interrupted with Ctrl-C (SIGINT); finished work is kept, re-run to resume",
     EXIT_TERMINATED: "terminated (SIGTERM); finished work is kept, re-run to resume",
 }

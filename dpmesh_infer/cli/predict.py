@@ -129,6 +129,16 @@ def predict(
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Refuse images with more pixels "
                                              "(decompression-bomb guard; default 100 million or "
                                              "$DPMESH_MAX_PIXELS)."),
+    engine: str = typer.Option("local", "--engine", metavar="local|ray",
+                               help="Folder runs: local (this process: prepare thread, networks, writer threads) "
+                                    "or ray (a pool of Ray workers, one pipeline and one GPU each; needs the ray "
+                                    "extra; --out and the inputs on a filesystem every worker reaches; see "
+                                    "README 'Scale-out on Ray')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDR",
+                                              help="--engine ray: the cluster to use (default $RAY_ADDRESS, else "
+                                                   "a local Ray started for this run)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="--engine ray: model replicas (default one per "
+                                          "GPU of the cluster, or 1 without GPUs)."),
     force_unlock: bool = typer.Option(False, "--force-unlock", help="Folder runs on filesystems without flock: "
                                       "remove a lock left by a run that is known to be gone (see README)."),
     refine: bool = refine_option(),
@@ -159,7 +169,8 @@ def predict(
 
     if max_pixels is not None and max_pixels < 1:
         raise InputError("--max-pixels must be a positive number of pixels")
-    for name, value in (("--chunk", chunk), ("--batch-size", batch_size), ("--writers", writers)):
+    for name, value in (("--chunk", chunk), ("--batch-size", batch_size), ("--writers", writers),
+                        ("--workers", workers)):
         if value is not None and value < 1:
             raise InputError(f"{name} must be at least 1")
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
@@ -168,8 +179,14 @@ def predict(
         raise InputError("--compile-mode needs --compile")
     if plain_network and compile:
         raise InputError("--plain-network and --compile do not go together")
+    if engine not in ENGINES:
+        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine != "ray" and (ray_address is not None or workers is not None):
+        raise InputError("--ray-address and --workers are options of --engine ray")
     suffix = out.suffix.lower()
     to_folder = suffix == "" or out.is_dir()
+    if engine == "ray" and not to_folder:
+        raise InputError(f"--engine ray runs folder runs: give a folder as --out, not {out.name}")
     if not to_folder and suffix not in SUFFIXES:
         raise InputError(f"--out {out}: use a folder or a file ending in {', '.join(SUFFIXES)}")
     if (det_config is None) != (det_checkpoint is None):
@@ -188,6 +205,8 @@ def predict(
     video = vo.VideoArgs(sequence, sequence_fps, fps, every, start, end, smooth, smooth_min_cutoff, smooth_beta,
                          smooth_d_cutoff, track_min_frames, track_max_gap, track_min_similarity)
     if vo.is_video_run(images, video):  # videos and frame folders: dpmesh_infer.video
+        if engine == "ray":
+            raise InputError("--engine ray is for photos; videos and frame sequences run with --engine local")
         if rig:
             raise InputError("--rig is for photos; a video run always writes scene.glb with animated rigs")
         vo.predict_video(images, out, keypoints=keypoints, opts=opts, chunk=chunk or vo.DEFAULT_VIDEO_CHUNK,
@@ -197,13 +216,26 @@ def predict(
     vo.check_rig(rig, out, to_folder)
     if to_folder:
         _predict_folder(images, out, keypoints=keypoints, opts=opts, chunk=chunk, overwrite=overwrite, quiet=quiet,
-                        force_unlock=force_unlock, keep_box_only=keep_box_only)
+                        force_unlock=force_unlock, keep_box_only=keep_box_only,
+                        engine=EngineOptions(engine, ray_address, workers, verbose > 0))
     else:
         _predict_file(images, out, keypoints=keypoints, opts=opts, keep_box_only=keep_box_only)
 
 
 #: torch.compile modes --compile-mode accepts.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+#: --engine values: this process (dpmesh_infer.batch), or Ray Data (dpmesh_infer.engines.ray_data).
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """--engine and its options (--ray-address, --workers), and whether -v was given (Ray's own logs)."""
+
+    name: str = "local"
+    ray_address: str | None = None
+    workers: int | None = None
+    verbose: bool = False
 
 
 def _runtime_options(compile: bool, compile_mode: str | None, plain: bool):
@@ -322,8 +354,10 @@ def _predict_file(images: List[Path], out: Path, *, keypoints: Path | None, opts
 # ---------------------------------------------------------------------------------------- folder runs
 
 def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, opts: RunOptions, chunk: int | None,
-                    overwrite: bool, quiet: bool, force_unlock: bool = False, keep_box_only: bool = False) -> None:
-    """Folder run (see dpmesh_infer.batch): resumable, locked, manifest, progress bar, summary, exit 0/1/4."""
+                    overwrite: bool, quiet: bool, force_unlock: bool = False, keep_box_only: bool = False,
+                    engine: EngineOptions = EngineOptions()) -> None:
+    """Folder run (see dpmesh_infer.batch; on Ray dpmesh_infer.engines.ray_data): resumable, locked, manifest,
+    progress bar, summary, exit 0/1/4."""
     from ..batch import BatchRunner, DetectorKeypoints, FileKeypoints, check_plan_outputs, check_writable, plan_batch
     from ..images import load_image
     from ..keypoint_files import read_keypoints
@@ -341,27 +375,36 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, op
                           highlight=False, markup=False)
     for path, reason in plan.ignored:
         err_console.print(f"ignored: {path} {reason}", highlight=False, markup=False)
-    kp_source = pipe = None
+    if engine.name == "ray":
+        from ..engines.ray_data import import_ray
+
+        import_ray()  # exit 5 with the install command, before anything is loaded
+    kp_source = pipe = kpset = None
     if plan.todo:
         kpset = read_keypoints(keypoints, keep_box_only=keep_box_only) if keypoints is not None else None
         if kpset is not None:
             for warning in kpset.warnings:
                 err_console.print(f"warning: {warning}", highlight=False, markup=False)
             _report_unmatched(kpset, [im.name for im in plan.todo] + [im.name for im, _ in plan.finished])
-        pipe = _load_pipeline(opts)
-        kp_source = FileKeypoints(kpset) if kpset is not None else DetectorKeypoints(_make_detector(pipe, opts))
     total = len(plan.todo) + len(plan.finished)
-    renderer = _make_renderer() if opts.render and plan.todo else None  # once per run, before any image
-    try:
-        with _BatchProgress(total, quiet) as progress:
-            runner = BatchRunner(pipe, kp_source, chunk=chunk, batch_size=opts.batch_size, focal=opts.focal,
-                                 on_record=progress.update, renderer=renderer, max_pixels=opts.max_pixels,
-                                 glb_photo=opts.glb_photo, glb_photo_depth=opts.glb_photo_depth,
-                                 writers=opts.writers)
-            summary = runner.run(plan, force_unlock=force_unlock)
-    finally:
-        if renderer is not None:
-            renderer.close()
+    if engine.name == "ray":
+        summary = _folder_on_ray(plan, kpset, opts=opts, engine=engine, chunk=chunk, quiet=quiet,
+                                 force_unlock=force_unlock)
+    else:
+        if plan.todo:
+            pipe = _load_pipeline(opts)
+            kp_source = FileKeypoints(kpset) if kpset is not None else DetectorKeypoints(_make_detector(pipe, opts))
+        renderer = _make_renderer() if opts.render and plan.todo else None  # once per run, before any image
+        try:
+            with _BatchProgress(total, quiet) as progress:
+                runner = BatchRunner(pipe, kp_source, chunk=chunk, batch_size=opts.batch_size, focal=opts.focal,
+                                     on_record=progress.update, renderer=renderer, max_pixels=opts.max_pixels,
+                                     glb_photo=opts.glb_photo, glb_photo_depth=opts.glb_photo_depth,
+                                     writers=opts.writers)
+                summary = runner.run(plan, force_unlock=force_unlock)
+        finally:
+            if renderer is not None:
+                renderer.close()
     for rec in summary.failed if not single else []:
         err_console.print(f"failed: {rec.image.name}: {rec.error}", highlight=False, markup=False)
     if not quiet:
@@ -372,6 +415,56 @@ def _predict_folder(images: List[Path], out: Path, *, keypoints: Path | None, op
     if single and summary.failed:
         raise ImageError(f"{images[0]}: {summary.failed[0].error}")
     raise typer.Exit(1 if summary.failed else 0)
+
+
+def _folder_on_ray(plan, kpset, *, opts: RunOptions, engine: EngineOptions, chunk: int | None, quiet: bool,
+                   force_unlock: bool):
+    """The folder run on Ray: what can be checked here is checked before any worker starts (the weights
+    directory, the detector's checkpoints, fetched once here), then dpmesh_infer.engines.ray_data runs it."""
+    import dataclasses
+    import functools
+
+    from ..engines.ray_data import WorkerSetup, run_on_ray
+
+    worker_opts = opts
+    if plan.todo:
+        worker_opts = dataclasses.replace(opts, weights=_check_weights(opts))  # the same directory on every worker
+        if kpset is None and opts.detector.det_config is None:
+            from ..detect.detectors import fetch_detector
+
+            fetch_detector(opts.detector.detector, worker_opts.weights, progress=not quiet)
+    setup = WorkerSetup(load_pipeline=functools.partial(_load_pipeline, worker_opts),
+                        make_keypoints=functools.partial(_worker_keypoints, opts=worker_opts, kpset=kpset),
+                        make_renderer=_make_renderer if opts.render else None,
+                        runner_options=dict(batch_size=opts.batch_size, focal=opts.focal, max_pixels=opts.max_pixels,
+                                            glb_photo=opts.glb_photo, glb_photo_depth=opts.glb_photo_depth,
+                                            writers=opts.writers))
+    with _BatchProgress(len(plan.todo) + len(plan.finished), quiet) as progress:
+        return run_on_ray(plan, setup, workers=engine.workers, address=engine.ray_address, device=opts.device,
+                          chunk=chunk, on_record=progress.update, force_unlock=force_unlock, verbose=engine.verbose)
+
+
+def _check_weights(opts: RunOptions) -> Path:
+    """The weights directory, checked as far as it can be without loading it (files present, pipeline.json
+    valid; WeightsError, exit 3, otherwise), as an absolute path; warns when the weights are untrained."""
+    from ..errors import WeightsError
+    from ..weights.layout import load_pipeline_config, missing_files, missing_message
+    from ..weights.resolve import resolve_weights_dir
+
+    loc = resolve_weights_dir(opts.weights)
+    missing = missing_files(loc.path)
+    if missing:
+        raise WeightsError(missing_message(loc.path, loc.source, missing, loc.searched))
+    if load_pipeline_config(loc.path).untrained:
+        err_console.print("[yellow]warning:[/] these weights are UNTRAINED (random init): meshes are meaningless")
+    return loc.path.resolve()
+
+
+def _worker_keypoints(pipe, *, opts: RunOptions, kpset):
+    """A Ray worker's keypoint source: the parsed keypoint file, or its own detector."""
+    from ..batch import DetectorKeypoints, FileKeypoints
+
+    return FileKeypoints(kpset) if kpset is not None else DetectorKeypoints(_make_detector(pipe, opts))
 
 
 def _report_unmatched(kpset, names: list) -> None:
