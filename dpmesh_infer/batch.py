@@ -55,6 +55,19 @@ RENDER_FILES = ("overlay.png", "side.png")
 
 # ------------------------------------------------------------------------------------------ records
 
+class _Stopwatch:
+    """Wall time (``time.perf_counter``) and the CPU time of the calling thread (``time.thread_time``)
+    since creation: what a host step took, and what it cost the CPU whatever else was running."""
+
+    __slots__ = ("wall", "cpu")
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.thread_time()
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.thread_time() - self.cpu
+
+
 @dataclass
 class ImageRecord:
     """What happened to one image. status: done | skipped (finished earlier) | failed."""
@@ -67,8 +80,15 @@ class ImageRecord:
     skipped_persons: list[tuple[int, str]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     focal_source: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+    def add_time(self, step: str, times: tuple[float, float], share: int = 1) -> None:
+        """Add a step's (wall, thread CPU) seconds (:meth:`_Stopwatch.read`), divided by ``share`` images."""
+        wall, cpu = times
+        self.seconds[step] = self.seconds.get(step, 0.0) + wall / share
+        self.cpu_seconds[step] = self.cpu_seconds.get(step, 0.0) + cpu / share
 
     def to_json(self) -> dict:
         return {
@@ -80,6 +100,7 @@ class ImageRecord:
             "skipped_persons": [{"index": int(i), "reason": r} for i, r in self.skipped_persons],
             "dropped_detections": self.dropped,
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            "cpu_seconds": {k: round(v, 5) for k, v in self.cpu_seconds.items()},
             "error": self.error,
             "focal_source": self.focal_source,
             "warnings": self.warnings,
@@ -514,12 +535,12 @@ class BatchRunner:
             rec = ImageRecord(im, "done", output_folder(out_dir, im))
             if self._stop.is_set():
                 return rec, None
-            t = time.perf_counter()
+            watch = _Stopwatch()
             try:
                 arr = load_image(im.path, max_pixels=self.max_pixels)
             except DpmeshError as e:
                 rec.status, rec.error, arr = "failed", str(e), None
-            rec.seconds["load"] = time.perf_counter() - t
+            rec.add_time("load", watch.read())
             return rec, arr
 
         failed: list[ImageRecord] = []
@@ -529,13 +550,13 @@ class BatchRunner:
         if not loaded or self._stop.is_set():  # (an interrupted run discards the chunk: nothing was written)
             return _Chunk(failed, [])
 
-        t = time.perf_counter()
+        watch = _Stopwatch()
         kps = self._isolated(lambda part: self.keypoints([r.image for r, _ in part], [a for _, a in part]),
                              loaded, lambda err: ImageKeypoints(None, err))
-        share = (time.perf_counter() - t) / len(loaded)
+        times = watch.read()
         with_kp = []
         for (rec, arr), kp in zip(loaded, kps):
-            rec.seconds["keypoints"] = share
+            rec.add_time("keypoints", times, share=len(loaded))
             rec.dropped = kp.dropped
             rec.warnings += kp.warnings
             if kp.persons is None:
@@ -548,13 +569,13 @@ class BatchRunner:
             rec, arr, persons = item
             if self._stop.is_set():
                 return "interrupted"
-            t = time.perf_counter()
+            watch = _Stopwatch()
             try:
                 prepared = self.pipe.prepare([arr], [persons], focal=self.focal, sources=[str(rec.image.path)])
             except Exception as e:  # noqa: BLE001 -- recorded for this image, the run goes on
                 logger.debug("image failed", exc_info=True)
                 prepared = str(e) if isinstance(e, DpmeshError) else f"{type(e).__name__}: {e}"
-            rec.seconds["prepare"] = time.perf_counter() - t
+            rec.add_time("prepare", watch.read())
             return prepared
 
         ready = []
@@ -622,7 +643,7 @@ class BatchRunner:
 
         def data(item):
             rec, res, image = item
-            t = time.perf_counter()
+            watch = _Stopwatch()
             written: list[Path] = []
             try:
                 written = bundle.write_data(res, rec.out, image=image, renderer=self.renderer,
@@ -631,25 +652,26 @@ class BatchRunner:
                 rec.status, rec.error, rec.persons = "failed", f"cannot write {rec.out}: {e}", 0
             except DpmeshError as e:  # a failed render (RenderError)
                 rec.status, rec.error, rec.persons = "failed", str(e), 0
-            rec.seconds["write"] = time.perf_counter() - t
+            rec.add_time("write", watch.read())
             return written
 
         written = [p for paths in pool.map(data, computed) for p in paths]
         ok = [(rec, res) for rec, res, _ in computed if rec.status == "done"]
-        t = time.perf_counter()
+        sync_watch = _Stopwatch()
         if written:
             sync_files(written, out_dir)  # the data on disk before any completion mark of the chunk
-        share = (time.perf_counter() - t) / max(1, len(ok))
+        times = sync_watch.read()
+        for rec, _ in ok:
+            rec.add_time("sync", times, share=len(ok))
 
         def done(item):
             rec, res = item
-            t = time.perf_counter()
+            watch = _Stopwatch()
             try:
                 bundle.write_done(res, rec.out)
             except OSError as e:
                 rec.status, rec.error, rec.persons = "failed", f"cannot write {rec.out}: {e}", 0
-            rec.seconds["write"] += time.perf_counter() - t
-            rec.seconds["sync"] = share
+            rec.add_time("write", watch.read())
 
         list(pool.map(done, ok))
         for rec, _, _ in computed:

@@ -67,6 +67,11 @@ def test_folder_run_outputs_manifest_resume_overwrite(photos, tiny_weights, tmp_
     assert {n: rows[n]["status"] for n in rows} == {**{n: "done" for n in NAMES}, "sub/z_corrupt.jpg": "failed"}
     assert rows["a.png"]["persons"] == 2 and rows["a.png"]["error"] is None and "infer" in rows["a.png"]["seconds"]
     assert "cannot read image" in rows["sub/z_corrupt.jpg"]["error"]
+    # wall seconds of every step; thread CPU seconds of the host steps (the networks' CPU time is torch's)
+    wall, cpu = rows["a.png"]["seconds"], rows["a.png"]["cpu_seconds"]
+    assert set(wall) == {"load", "keypoints", "prepare", "infer", "write", "sync"}
+    assert set(cpu) == set(wall) - {"infer"}
+    assert all(0 <= cpu[k] <= wall[k] + 0.02 for k in cpu) and cpu["write"] > 0, (wall, cpu)
 
     # every output file (the manifest is appended to and the run lock rewritten by each run)
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*")

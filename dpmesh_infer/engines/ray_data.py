@@ -95,13 +95,15 @@ def record_fields(rec: ImageRecord) -> dict:
     """The part of a record that travels from a worker to the driver (the image is the row's key)."""
     return {"status": rec.status, "persons": rec.persons, "error": rec.error,
             "skipped_persons": [[int(i), r] for i, r in rec.skipped_persons], "dropped": rec.dropped,
-            "seconds": rec.seconds, "focal_source": rec.focal_source, "warnings": rec.warnings}
+            "seconds": rec.seconds, "cpu_seconds": rec.cpu_seconds, "focal_source": rec.focal_source,
+            "warnings": rec.warnings}
 
 
 def record_from_fields(image: InputImage, out_dir: Path, fields: dict) -> ImageRecord:
     return ImageRecord(image, fields["status"], output_folder(out_dir, image), persons=fields["persons"],
                        error=fields["error"], skipped_persons=[(int(i), r) for i, r in fields["skipped_persons"]],
                        dropped=list(fields["dropped"]), seconds=dict(fields["seconds"]),
+                       cpu_seconds=dict(fields.get("cpu_seconds", {})),
                        focal_source=fields["focal_source"], warnings=list(fields["warnings"]))
 
 
