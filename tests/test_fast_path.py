@@ -165,3 +165,19 @@ def test_cuda_compile_reduce_overhead_matches(tiny_weights, scene):
     for _ in range(2):  # compiles, then replays the graph
         got = _vertices(comp, scene, batch_size=4)
     assert np.abs(got - ref).max() / np.abs(ref).max() < 5e-2
+
+
+def test_people_json_holds_the_values_of_the_plain_encoder(tiny_pipeline, scene):
+    """people.json is laid out by export._dumps_layout (rows of numbers on one line): the same values, to
+    the last digit, as json.dumps of the same dict, and strict JSON."""
+    import json
+
+    from dpmesh_infer.export import json_bytes, result_to_dict
+
+    image, kp = scene
+    result = tiny_pipeline([image], keypoints=[kp]).images[0]
+    data = json_bytes(result)
+    assert json.loads(data) == json.loads(json.dumps(result_to_dict(result), indent=1))
+    assert data.endswith(b"}\n") and b"NaN" not in data
+    text = data.decode()
+    assert '"joints_3d": [[' in text and text.count("\n") < 40 * len(result.persons) + 40  # rows, not numbers
