@@ -404,7 +404,8 @@ def test_api_through_gradio_client(served, examples, tmp_path):
     from gradio_client import Client, handle_file
 
     url, _ = served
-    client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+    client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path),
+                    httpx_kwargs={"timeout": 300})  # (httpx's 5 s default fails on a loaded machine)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG but not really")
     kp = handle_file(str(examples.keypoints))
