@@ -339,8 +339,8 @@ class BundleWriter:
     """
 
     def __init__(self, faces: np.ndarray) -> None:
-        from .glb_writer import GlbWriter
-        from .obj_writer import ObjWriter
+        from .writers.glb import GlbWriter
+        from .writers.obj import ObjWriter
 
         self.faces = np.asarray(faces)
         self.obj = ObjWriter(self.faces)

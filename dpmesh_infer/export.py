@@ -1,5 +1,5 @@
 """Writing results: ``.npz`` (plain arrays, no pickle), ``.json`` (schema-versioned), and meshes
-(``.obj``, ``.ply`` through trimesh; ``.glb`` through :mod:`dpmesh_infer.glb_writer`). Every file is
+(``.obj``, ``.ply`` through trimesh; ``.glb`` through :mod:`dpmesh_infer.writers.glb`). Every file is
 written atomically (temporary file in the same folder, then rename), so an interrupted run never leaves a
 partial file.
 """
@@ -166,11 +166,11 @@ def save_result(result: ImageResult, faces: np.ndarray, path: str | Path, *, pho
 
 def glb_bytes(result: ImageResult, faces: np.ndarray, *, photo: np.ndarray | None = None,
               photo_depth: float | None = None) -> bytes:
-    """scene.glb's bytes (:class:`dpmesh_infer.glb_writer.GlbWriter`): one ``person_NN`` node per person
+    """scene.glb's bytes (:class:`dpmesh_infer.writers.glb.GlbWriter`): one ``person_NN`` node per person
     (mesh with vertex normals, a material of the person's render colour), the photo's camera node
-    (:func:`~dpmesh_infer.glb_writer.glb_camera`, at the origin looking along -z), and with ``photo``
+    (:func:`~dpmesh_infer.writers.glb.glb_camera`, at the origin looking along -z), and with ``photo``
     (H, W, 3) uint8 a textured ``photo`` quad at ``photo_depth`` metres (default 1 m behind the farthest
-    person vertex); ``asset.extras.dpmesh`` per :func:`~dpmesh_infer.glb_writer.glb_extras`."""
-    from .glb_writer import glb_bytes_from
+    person vertex); ``asset.extras.dpmesh`` per :func:`~dpmesh_infer.writers.glb.glb_extras`."""
+    from .writers.glb import glb_bytes_from
 
     return glb_bytes_from(result, faces, photo=photo, photo_depth=photo_depth)

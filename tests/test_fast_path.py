@@ -108,7 +108,7 @@ def test_prepare_in_a_thread_pool_equals_serial(tiny_pipeline, scene):
 def test_obj_writer_is_byte_identical_to_trimesh():
     import trimesh
 
-    from dpmesh_infer.obj_writer import ObjWriter
+    from dpmesh_infer.writers.obj import ObjWriter
 
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 6890, (13776, 3))

@@ -179,7 +179,7 @@ _KILL_DURING_WRITE = """
 import sys, threading, time
 from pathlib import Path
 import runpy
-from dpmesh_infer import glb_writer
+from dpmesh_infer.writers import glb as glb_writer
 
 real, lock, calls = glb_writer.GlbWriter.__call__, threading.Lock(), []
 marker = Path(sys.argv.pop(1))
@@ -240,7 +240,7 @@ def test_kill_9_during_a_write_loses_nothing_and_resume_redoes_only_the_unfinish
 def test_a_crash_in_the_middle_of_an_image_folder_is_redone_cleanly(folder, tiny_weights, tmp_path, monkeypatch):
     """A write that dies after params.npz (no people.json yet) leaves an unfinished folder and a stale
     temporary file; the next run redoes that image and removes the leftovers."""
-    from dpmesh_infer.glb_writer import GlbWriter
+    from dpmesh_infer.writers.glb import GlbWriter
 
     root, kp, names = folder
     out = tmp_path / "out"

@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     # 1 pure batched maths
     "geometry": 1,
     # 2 results: typed results, camera choice, keypoint files, files and pictures
-    "outputs": 2, "focal": 2, "keypoint_files": 2, "export": 2, "obj_writer": 2, "glb_writer": 2, "render": 2,
+    "outputs": 2, "focal": 2, "keypoint_files": 2, "export": 2, "writers": 2, "render": 2,
     # 3 networks, 4 weights directories, 5 the pipeline
     "models": 3, "weights": 4, "pipeline": 5,
     # 6 applications of the pipeline

@@ -14,9 +14,9 @@ import pytest
 from gltf_validator import validate_glb
 
 from dpmesh_infer.export import save_mesh, save_result
-from dpmesh_infer.glb_writer import ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER
 from dpmesh_infer.outputs import ImageResult, Person
 from dpmesh_infer.render import person_colors
+from dpmesh_infer.writers.glb import ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER
 
 W, H = 320, 240
 K = np.array([[300.0, 0.0, W / 2], [0.0, 300.0, H / 2], [0.0, 0.0, 1.0]])
@@ -117,7 +117,7 @@ def _trimesh_reference(result, faces, photo=None, depth=None) -> dict:
     from PIL import Image
 
     from dpmesh_infer.geometry.camera import OPENCV_TO_GL
-    from dpmesh_infer.glb_writer import photo_quad
+    from dpmesh_infer.writers.glb import photo_quad
 
     scene = trimesh.Scene()
     for i, p in enumerate(result.persons):
@@ -158,8 +158,8 @@ def test_glb_writer_reproduces_trimesh_export_on_smpl_meshes(tmp_path):
     """The numpy writer against trimesh's export of the same scene, on SMPL-sized meshes (6890 vertices,
     13776 faces; one face degenerate): same indices, positions, normals to float32 rounding (1e-6), except
     that vertices in no face get a unit normal toward the camera where trimesh writes (0, 0, 0)."""
-    from dpmesh_infer.glb_writer import glb_bytes_from
     from dpmesh_infer.stand_ins.smpl import make_synthetic_smpl_arrays
+    from dpmesh_infer.writers.glb import glb_bytes_from
 
     smpl = make_synthetic_smpl_arrays()
     faces = np.asarray(smpl["f"], np.int64)

@@ -23,7 +23,7 @@ plus a STEP scale channel on the track node that hides the person (scale 0) befo
 after it ends. Node poses without the animation are the track's first sample.
 
 Camera: a perspective camera at the origin looking down -z (the video's camera), the same as scene.glb's
-of a photo (:func:`dpmesh_infer.glb_writer.glb_camera`: ``yfov = 2 atan(H / 2 fy)``, ``aspectRatio =
+of a photo (:func:`dpmesh_infer.writers.glb.glb_camera`: ``yfov = 2 atan(H / 2 fy)``, ``aspectRatio =
 (W / fx) / (H / fy)``, K, the size and the principal-point offset in its ``extras``; glTF cameras have no
 principal point). The frame rate, K and the image size are also in the scene's ``extras``.
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry.camera import OPENCV_TO_GL
-from ..glb_writer import GlbBuffer, glb_camera, vertex_normals
+from ..writers.glb import GlbBuffer, glb_camera, vertex_normals
 
 #: SMPL's 24 joint names (kinematic order).
 SMPL_JOINT_NAMES = (

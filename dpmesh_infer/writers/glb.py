@@ -27,7 +27,7 @@ import io
 
 import numpy as np
 
-from .geometry.camera import OPENCV_TO_GL
+from ..geometry.camera import OPENCV_TO_GL
 
 #: glTF componentType / bufferView targets (glTF 2.0 spec 3.6.2, 5.11.4).
 FLOAT, UNSIGNED_INT = 5126, 5125
@@ -209,8 +209,8 @@ class GlbWriter:
         :data:`GLB_PHOTO_MARGIN_M` behind the farthest person vertex)."""
         import pygltflib as g
 
-        from .errors import InputError
-        from .render import person_colors
+        from ..errors import InputError
+        from ..render import person_colors
 
         persons = result.persons
         verts = np.asarray([np.asarray(p.vertices, np.float32) for p in persons]).reshape(len(persons), -1, 3)
