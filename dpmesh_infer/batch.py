@@ -458,7 +458,7 @@ class BatchRunner:
         self.max_pixels = max_pixels
         self.glb_photo, self.glb_photo_depth = glb_photo, glb_photo_depth  # the photo in scene.glb
         self._stop = threading.Event()  # set on Ctrl-C / SIGTERM: the preparing thread gives up its chunk
-        self._bundle: BundleWriter | None = None  # process_images: built on first use, then reused
+        self._bundle: BundleWriter | None = None  # built on first use (_bundle_writer), then reused
 
     def run(self, plan: BatchPlan, *, force_unlock: bool = False) -> BatchSummary:
         """Process every image of ``plan`` under the output folder's lock (:mod:`dpmesh_infer.locks`);
@@ -475,7 +475,7 @@ class BatchRunner:
         summary = BatchSummary(non_images=list(plan.non_images), ignored=list(plan.ignored))
         t0 = time.perf_counter()
         self._stop.clear()
-        bundle = BundleWriter(self.pipe.faces) if plan.todo else None  # (no pipeline when all is finished)
+        bundle = self._bundle_writer() if plan.todo else None  # (no pipeline when all is finished)
         with RunRecorder(plan, summary, self.on_record) as recorder, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpmesh-prepare") as preparer, \
                 ThreadPoolExecutor(max_workers=max(2, self.writers), thread_name_prefix="dpmesh-io") as io_pool, \
@@ -518,14 +518,19 @@ class BatchRunner:
         networks, then the files (one filesystem sync), exactly as :meth:`run` does it for each chunk.
         Returns a record per image (failed ones first). What a Ray worker runs per batch
         (:mod:`dpmesh_infer.engines.ray_data`)."""
-        if self._bundle is None:
-            self._bundle = BundleWriter(self.pipe.faces)
+        bundle = self._bundle_writer()
         records: list[ImageRecord] = []
         with ThreadPoolExecutor(max_workers=max(2, self.writers), thread_name_prefix="dpmesh-io") as pool:
             prepared = self._prepare(list(items), Path(out_dir), pool)
             computed = self._infer_chunk(prepared)
-            self._write_chunk(computed, prepared.failed, records.append, self._bundle, pool, Path(out_dir))
+            self._write_chunk(computed, prepared.failed, records.append, bundle, pool, Path(out_dir))
         return records
+
+    def _bundle_writer(self) -> BundleWriter:
+        """The run's :class:`BundleWriter` (face blocks built once, on first use)."""
+        if self._bundle is None:
+            self._bundle = BundleWriter(self.pipe.faces)
+        return self._bundle
 
     def _prepare(self, items: list[InputImage], out_dir: Path, pool: ThreadPoolExecutor) -> _Chunk:
         """Load (in ``pool``), find keypoints (one call for the chunk) and crop (in ``pool``) a chunk."""
