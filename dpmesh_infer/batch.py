@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -411,6 +412,46 @@ def write_renders(renderer, result, faces: np.ndarray, image: np.ndarray, overla
     write_bytes(side_path, encode_png(side), fsync=fsync)
 
 
+#: glibc malloc settings of folder runs (:func:`keep_freed_memory`): blocks up to 32 MiB come from the
+#: heap (the most glibc allows), and up to 1 GiB of freed memory at its top stays with the process.
+MALLOC_MMAP_THRESHOLD = 32 << 20
+MALLOC_TRIM_THRESHOLD = 1 << 30
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_malloc_kept: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Keep the memory a folder run frees for the next image instead of giving it back to the kernel.
+
+    Every image allocates and frees the same few MB of short-lived arrays (the decoded photo and its
+    float copy, crops, OBJ tables, GLB buffers, network activations). With glibc's defaults, blocks above
+    its (adaptive) mmap threshold are mapped and unmapped each time and the top of the heap is trimmed,
+    so the next image page-faults the same memory back in: about 340 faults per OBJ file, which doubled
+    its CPU cost on the 2-core build machine (``benchmarks/bench_throughput.py --sections host`` shows
+    the difference). ``mallopt(M_MMAP_THRESHOLD, 32 MiB)`` and ``mallopt(M_TRIM_THRESHOLD, 1 GiB)`` keep
+    it; the price is that the process stays at its high-water mark of resident memory (set by the chunk
+    and image sizes) until it exits.
+
+    Process-wide, applied once (:meth:`BatchRunner.run`, :meth:`BatchRunner.process_images`); nothing
+    happens off glibc (macOS, musl) or with the environment variable ``DPMESH_MALLOC_TUNING=0``.
+    Returns whether the settings are in effect.
+    """
+    global _malloc_kept
+    if _malloc_kept is None:
+        _malloc_kept = False
+        if os.environ.get("DPMESH_MALLOC_TUNING", "1").strip() != "0" and sys.platform.startswith("linux"):
+            import ctypes
+
+            try:
+                libc = ctypes.CDLL(None)
+                mallopt = libc.mallopt
+                _malloc_kept = (mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD) == 1
+                                and mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD) == 1)
+            except (OSError, AttributeError):  # not glibc
+                pass
+    return _malloc_kept
+
+
 def default_writers() -> int:
     """Writer threads of a folder run: up to 4, at most the CPU cores (the OBJ/GLB formatting and PNG
     encoding run in numpy/zlib/PIL, which release the GIL)."""
@@ -475,6 +516,7 @@ class BatchRunner:
         summary = BatchSummary(non_images=list(plan.non_images), ignored=list(plan.ignored))
         t0 = time.perf_counter()
         self._stop.clear()
+        keep_freed_memory()
         bundle = self._bundle_writer() if plan.todo else None  # (no pipeline when all is finished)
         with RunRecorder(plan, summary, self.on_record) as recorder, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpmesh-prepare") as preparer, \
@@ -518,6 +560,7 @@ class BatchRunner:
         networks, then the files (one filesystem sync), exactly as :meth:`run` does it for each chunk.
         Returns a record per image (failed ones first). What a Ray worker runs per batch
         (:mod:`dpmesh_infer.engines.ray_data`)."""
+        keep_freed_memory()
         bundle = self._bundle_writer()
         records: list[ImageRecord] = []
         with ThreadPoolExecutor(max_workers=max(2, self.writers), thread_name_prefix="dpmesh-io") as pool:

@@ -29,10 +29,16 @@ def _max_pixels(max_pixels: int | None) -> int:
     return int(env) if env else DEFAULT_MAX_PIXELS
 
 
-def _pil_to_rgb(img) -> np.ndarray:
+def _pil_to_rgb(img, *, own: bool = False) -> np.ndarray:
+    """``img`` as (H, W, 3) uint8 RGB, EXIF orientation applied. ``own``: ``img`` is ours to change (a
+    file we opened): the orientation is applied in place and an RGB image is not copied (two copies of
+    the decoded photo fewer)."""
     from PIL import Image, ImageOps
 
-    img = ImageOps.exif_transpose(img)
+    if own:
+        ImageOps.exif_transpose(img, in_place=True)
+    else:
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if arr.max() > 255 else 255.0
@@ -42,7 +48,9 @@ def _pil_to_rgb(img) -> np.ndarray:
         img = img.convert("RGBA")
         bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
         img = Image.alpha_composite(bg, img)
-    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
 def load_image(image: ImageLike, *, max_pixels: int | None = None) -> np.ndarray:
@@ -104,4 +112,4 @@ def load_image(image: ImageLike, *, max_pixels: int | None = None) -> np.ndarray
             raise ImageError(f"{path}: cannot read image ({e})") from e
         if img.width == 0 or img.height == 0:
             raise ImageError(f"{path}: empty image")
-        return _pil_to_rgb(img)
+        return _pil_to_rgb(img, own=True)

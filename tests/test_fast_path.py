@@ -4,6 +4,8 @@ writer against trimesh, and the CPU defaults that keep fp32 results unchanged.""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -181,3 +183,40 @@ def test_people_json_holds_the_values_of_the_plain_encoder(tiny_pipeline, scene)
     assert data.endswith(b"}\n") and b"NaN" not in data
     text = data.decode()
     assert '"joints_3d": [[' in text and text.count("\n") < 40 * len(result.persons) + 40  # rows, not numbers
+
+
+MALLOC_PROBE = r"""
+import json, resource, sys
+import numpy as np
+from dpmesh_infer.batch import keep_freed_memory
+from dpmesh_infer.writers.obj import ObjWriter
+kept = keep_freed_memory()
+rng = np.random.default_rng(0)
+writer = ObjWriter(rng.integers(0, 6890, (13776, 3)))
+v = rng.normal(0, 1, (6890, 3)).astype(np.float32)
+for _ in range(20):
+    writer(v)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(50):
+    writer(v)
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50
+print(json.dumps({"kept": kept, "faults": faults}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_folder_runs_keep_freed_memory_instead_of_page_faulting_it_back():
+    """keep_freed_memory (applied by folder runs): an OBJ written again and again reuses its memory (no
+    page faults per file); DPMESH_MALLOC_TUNING=0 leaves glibc's settings alone."""
+    import json
+    import os
+    import subprocess
+
+    def probe(**env):
+        out = subprocess.run([sys.executable, "-c", MALLOC_PROBE], capture_output=True, text=True, check=True,
+                             env={**os.environ, **env}, timeout=600)
+        return json.loads(out.stdout)
+
+    kept = probe()
+    assert kept["kept"] is True and kept["faults"] < 5, kept
+    assert probe(DPMESH_MALLOC_TUNING="0")["kept"] is False

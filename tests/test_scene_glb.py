@@ -343,3 +343,54 @@ def test_predict_glb_photo_option(tiny_weights, scene, tmp_path):
     r = run("predict", photos / "a.png", "-k", kp_file, "-w", tiny_weights, "-o", tmp_path / "b.glb",
             "--glb-photo-depth", "-2")
     assert r.exit_code == 2 and "--glb-photo-depth must be a positive" in r.output
+
+
+def test_template_path_writes_the_bytes_pygltflib_writes(tmp_path):
+    """GlbWriter fills a per-person-count template (bounds, camera, extras, binary chunk): the bytes are
+    those of the whole document built and serialised by pygltflib, for 0..4 persons, templates reused
+    across images with other vertices, cameras and sources (absent, empty, a path)."""
+    from dpmesh_infer.stand_ins.smpl import make_synthetic_smpl_arrays
+    from dpmesh_infer.writers.glb import GlbWriter
+
+    smpl = make_synthetic_smpl_arrays()
+    faces = np.asarray(smpl["f"], np.int64)
+    writer = GlbWriter(faces)
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 4, 1, 4, 0):
+        persons = [_person(smpl["v_template"] + rng.normal(0, 0.01, smpl["v_template"].shape)
+                           + [rng.uniform(-2, 2), 0.2, rng.uniform(2, 40)]) for _ in range(n)]
+        for source in ("crowd/a.jpg", None, ""):
+            k = K.copy()
+            k[0, 0] += rng.uniform(-100, 100)
+            result = ImageResult(persons, k, (W, H), source=source)
+            data = writer(result)
+            assert data == writer.build(result), (n, source)
+        path = tmp_path / f"n{n}.glb"
+        path.write_bytes(data)
+        issues = validate(path)
+        assert (issues["numErrors"], issues["numWarnings"]) == (0, 0), issues["messages"]
+        assert len(glb_json(path).get("meshes", [])) == n
+    assert sorted(writer._templates) == [(0, 0), (1, len(smpl["v_template"])), (4, len(smpl["v_template"]))]
+
+
+def test_vertex_normals_equal_trimesh_on_smpl_meshes():
+    """VertexNormals (sparse corner sums, fixed topology) against trimesh's angle-weighted normals."""
+    import trimesh
+
+    from dpmesh_infer.stand_ins.smpl import make_synthetic_smpl_arrays
+    from dpmesh_infer.writers.glb import VertexNormals
+
+    smpl = make_synthetic_smpl_arrays()
+    faces = np.asarray(smpl["f"], np.int64)
+    rng = np.random.default_rng(0)
+    meshes = smpl["v_template"] + rng.normal(0, 0.004, (3, *smpl["v_template"].shape)) + [0.1, 0.2, 4.0]
+    meshes[1, faces[7, 1]] = meshes[1, faces[7, 0]]  # a zero-area face
+    normals = VertexNormals(faces, meshes.shape[1])
+    ours = normals(meshes.astype(np.float32))
+    assert ours.shape == meshes.shape and ours.dtype == np.float64
+    for mine, v in zip(ours, meshes.astype(np.float32)):
+        ref = trimesh.Trimesh(np.asarray(v, np.float64), faces, process=False).vertex_normals
+        np.testing.assert_allclose(mine, ref, atol=1e-12, rtol=0)
+    np.testing.assert_array_equal(normals(meshes[0].astype(np.float32)), ours[0])  # (V, 3) alone
+    with pytest.raises(ValueError, match="vertices"):
+        normals(meshes[:, :10])

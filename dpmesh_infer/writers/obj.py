@@ -8,8 +8,9 @@ This writer produces the *same bytes* as ``trimesh.Trimesh(vertices, faces, proc
 
 - a float32 value (what the pipeline stores) times 10^8 is exact in float64, so ``rint`` of it is the
   correctly rounded 8-decimal value, as ``'{:.8f}'.format`` gives (round half to even);
-- digits are extracted with integer division on the whole array and laid out in fixed-width byte
-  fields padded with NUL bytes, which are dropped in one masked copy;
+- digits are extracted with integer division on the whole array (the decimals four at a time, from a
+  table of "0000".."9999") and laid out in one fixed-width byte table whose unused bytes are NUL,
+  dropped in one pass;
 - the face block depends only on the faces, which all SMPL meshes share: it is formatted once per run
   (:class:`ObjWriter` caches it).
 
@@ -25,22 +26,16 @@ DIGITS = 8
 _SCALE = 10 ** DIGITS
 
 
-#: "00".."99" as uint16 whose two bytes in memory are the two ASCII digits: digits go two at a time
+#: "0000".."9999" as uint32 whose four bytes in memory are the four ASCII digits: decimals go four at a time
+_QUADS32 = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), dtype=np.uint32)
+#: "00".."99" as uint16 (two ASCII digits): face indices go two at a time
 _PAIRS16 = np.frombuffer(b"".join(b"%02d" % i for i in range(100)), dtype=np.uint16)
 
 
-def _fields(n: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """An all-NUL (n, W) uint8 table, W >= width and even, and its uint16 view (n, W // 2)."""
-    w = width + (width % 2)
-    out = np.zeros((n, w), np.uint8)
-    return out, out.view(np.uint16)
-
-
-def _right_digits(out: np.ndarray, out16: np.ndarray, values: np.ndarray, end: int, ndigits: int,
-                  keep_zeros: bool) -> None:
+def _right_digits(out: np.ndarray, out16: np.ndarray, values: np.ndarray, end: int, ndigits: int) -> None:
     """Write ``values`` (non-negative int64) as ``ndigits`` decimal digits ending before column ``end`` of
-    ``out`` (``end`` even: pairs are written through ``out16``). Leading zeros stay NUL unless
-    ``keep_zeros``; the last digit is always written."""
+    ``out`` (``end`` even: pairs are written through the uint16 view ``out16``); leading zeros become NUL,
+    the last digit is always written."""
     rest = values
     col = end
     while ndigits >= 2:
@@ -49,49 +44,59 @@ def _right_digits(out: np.ndarray, out16: np.ndarray, values: np.ndarray, end: i
         col -= 2
         ndigits -= 2
     if ndigits:
-        rest, digit = np.divmod(rest, 10)
-        out[:, col - 1] = digit + ord("0")
+        out[:, col - 1] = rest % 10 + ord("0")
         col -= 1
-    if not keep_zeros:  # blank leading zeros (all but the last column)
-        width = end - col
-        leading = values[:, None] < (10 ** np.arange(width - 1, 0, -1, dtype=np.int64))[None, :]
-        out[:, col:end - 1][leading] = 0
+    width = end - col
+    leading = values[:, None] < (10 ** np.arange(width - 1, 0, -1, dtype=np.int64))[None, :]
+    out[:, col:end - 1][leading] = 0
 
 
-def format_fixed(values: np.ndarray) -> np.ndarray:
-    """(N,) float values -> (N, W) uint8 fields holding ``'{:.8f}'.format(v)`` right-aligned, padded with
-    NUL bytes (W is about the widest value's length). Exact for float32-representable values."""
-    v = np.asarray(values, np.float64).ravel()
-    if not np.isfinite(v).all():
+def vertex_block(vertices: np.ndarray) -> bytes:
+    """``v x y z`` lines of (V, 3) vertices (metres), each number as ``'{:.8f}'.format`` writes it.
+
+    Exact for float32-representable values: ``rint(|x| * 10^8)`` in float64 is the correctly rounded
+    8-decimal value (round half to even, as Python's formatting). The lines are laid out in one (V, R)
+    uint8 table, R a multiple of 4: ``v``, then per number a slot (a multiple of 4 wide) of a space, the
+    sign, the integer digits, the point and the 8 decimals, right-aligned (the decimals written four at a
+    time through a uint32 view of the table), then the newline; the unused bytes stay NUL and are
+    dropped in one pass (``bytes.translate``).
+    """
+    v = np.asarray(vertices)
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise ValueError(f"vertices must be (V, 3), got {v.shape}")
+    if not len(v):
+        return b""
+    x = np.asarray(v, np.float64)
+    if not np.isfinite(x).all():
         raise ValueError("cannot write NaN or infinite coordinates to an OBJ file")
-    ip, fp = np.divmod(np.rint(np.abs(v) * _SCALE).astype(np.int64), _SCALE)
-    n_int = max(1, len(str(int(ip.max())))) if ip.size else 1
-    width = 1 + n_int + 1 + DIGITS + 1  # sign, integer part, ".", decimals, one spare for pair alignment
-    out, out16 = _fields(v.shape[0], width)
-    w = out.shape[1]
-    _right_digits(out, out16, fp, w, DIGITS, keep_zeros=True)
-    out[:, w - DIGITS - 1] = ord(".")
-    int_end = w - DIGITS - 1  # integer digits end where the point is (odd column: the last digit alone)
-    _right_digits(out, out16, ip, int_end, n_int, keep_zeros=False) if int_end % 2 == 0 else \
-        _odd_end_digits(out, out16, ip, int_end, n_int)
-    out[:, 0] = np.where(np.signbit(v), ord("-"), 0)
-    return out
-
-
-def _odd_end_digits(out, out16, values, end, ndigits) -> None:
-    """:func:`_right_digits` for an odd ``end``: the last digit alone, then pairs."""
-    rest, digit = np.divmod(values, 10)
-    out[:, end - 1] = digit + ord("0")
-    if ndigits > 1:
-        _right_digits(out, out16, rest, end - 1, ndigits - 1, keep_zeros=True)
-        leading = values[:, None] < (10 ** np.arange(ndigits - 1, 0, -1, dtype=np.int64))[None, :]
-        out[:, end - ndigits:end - 1][leading] = 0
+    ip, fp = np.divmod(np.rint(np.abs(x) * _SCALE).astype(np.int64), _SCALE)  # (V, 3) each
+    n_int = len(str(int(ip.max())))
+    slot = -(-(3 + n_int + DIGITS) // 4) * 4  # space, sign, integer digits, point, decimals
+    row = 4 + 3 * slot + 4  # "v" and 3 NUL, the three slots, the newline and 3 NUL
+    table = np.zeros((len(v), row), np.uint8)
+    table[:, 0] = ord("v")
+    table[:, row - 4] = ord("\n")
+    slots = table[:, 4:4 + 3 * slot].reshape(len(v), 3, slot)  # (V, 3, slot) views of the table
+    slots32 = table.view(np.uint32)[:, 1:1 + 3 * slot // 4].reshape(len(v), 3, slot // 4)
+    hi, lo = np.divmod(fp, 10_000)
+    slots32[:, :, -2] = _QUADS32[hi]
+    slots32[:, :, -1] = _QUADS32[lo]
+    point = slot - DIGITS - 1
+    slots[:, :, point] = ord(".")
+    for d in range(n_int):  # integer digits, units first; leading zeros stay NUL
+        power = 10 ** d
+        digit = (ip // power % 10 + ord("0")).astype(np.uint8)
+        slots[:, :, point - 1 - d] = digit if d == 0 else np.where(ip >= power, digit, np.uint8(0))
+    slots[:, :, point - 1 - n_int] = np.where(np.signbit(x), np.uint8(ord("-")), np.uint8(0))  # '-0.0...' too
+    slots[:, :, 0] = ord(" ")
+    return table.tobytes().translate(None, b"\0")
 
 
 def _int_digits(values: np.ndarray, width: int) -> np.ndarray:
-    """(N,) non-negative int64 -> (N, width) uint8 ASCII digits, right-aligned, leading zeros as NUL."""
-    out, out16 = _fields(values.shape[0], width)
-    _right_digits(out, out16, values, out.shape[1], width, keep_zeros=False)
+    """(N,) non-negative int64 -> (N, W) uint8 ASCII digits (W = width rounded up to even),
+    right-aligned, leading zeros as NUL."""
+    out = np.zeros((values.shape[0], width + width % 2), np.uint8)
+    _right_digits(out, out.view(np.uint16), values, out.shape[1], width)
     return out
 
 
@@ -104,19 +109,7 @@ def _lines(prefix: bytes, fields: list[np.ndarray]) -> bytes:
             parts.append(np.full((n, 1), ord(" "), np.uint8))
         parts.append(f)
     parts.append(np.full((n, 1), ord("\n"), np.uint8))
-    table = np.concatenate(parts, axis=1)
-    return table[table != 0].tobytes()
-
-
-def vertex_block(vertices: np.ndarray) -> bytes:
-    """``v x y z`` lines of (V, 3) vertices (metres), 8 decimals."""
-    v = np.asarray(vertices)
-    if v.ndim != 2 or v.shape[1] != 3:
-        raise ValueError(f"vertices must be (V, 3), got {v.shape}")
-    if not len(v):
-        return b""
-    f = format_fixed(v.reshape(-1)).reshape(len(v), 3, -1)
-    return _lines(b"v ", [f[:, 0], f[:, 1], f[:, 2]])
+    return np.concatenate(parts, axis=1).tobytes().translate(None, b"\0")
 
 
 def face_block(faces: np.ndarray) -> bytes:
