@@ -452,6 +452,17 @@ def keep_freed_memory() -> bool:
     return _malloc_kept
 
 
+def single_threaded_opencv() -> None:
+    """OpenCV's own threads off (``cv2.setNumThreads(1)``, process-wide) for folder runs: they crop several
+    images at once on their own threads, so OpenCV's per-call helper threads only add contention, and the
+    manifest's ``cpu_seconds`` (CPU time of the thread that ran a step) would miss the crop work done on
+    them (a 256 px ``warpAffine`` ran on 2 threads here: half its CPU time was not counted). The crops
+    are the same (``warpAffine`` splits rows between threads; tests/test_fast_path.py compares)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def default_writers() -> int:
     """Writer threads of a folder run: up to 4, at most the CPU cores (the OBJ/GLB formatting and PNG
     encoding run in numpy/zlib/PIL, which release the GIL)."""
@@ -477,6 +488,9 @@ class BatchRunner:
 
     ``chunk`` images go through together (their persons share network batches): default 32 on CUDA, 8 on
     the CPU. ``batch_size``: persons per network batch (default the pipeline's: 64 on CUDA, 16 on the CPU).
+
+    Process-wide settings a run applies (once, for its process): :func:`keep_freed_memory` (glibc keeps
+    freed memory; ``DPMESH_MALLOC_TUNING=0`` opts out) and :func:`single_threaded_opencv`.
     """
 
     def __init__(self, pipe, keypoints: KeypointSource, *, chunk: int | None = None, batch_size: int | None = None,
@@ -517,6 +531,7 @@ class BatchRunner:
         t0 = time.perf_counter()
         self._stop.clear()
         keep_freed_memory()
+        single_threaded_opencv()
         bundle = self._bundle_writer() if plan.todo else None  # (no pipeline when all is finished)
         with RunRecorder(plan, summary, self.on_record) as recorder, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpmesh-prepare") as preparer, \
@@ -561,6 +576,7 @@ class BatchRunner:
         Returns a record per image (failed ones first). What a Ray worker runs per batch
         (:mod:`dpmesh_infer.engines.ray_data`)."""
         keep_freed_memory()
+        single_threaded_opencv()
         bundle = self._bundle_writer()
         records: list[ImageRecord] = []
         with ThreadPoolExecutor(max_workers=max(2, self.writers), thread_name_prefix="dpmesh-io") as pool:

@@ -220,3 +220,27 @@ def test_folder_runs_keep_freed_memory_instead_of_page_faulting_it_back():
     kept = probe()
     assert kept["kept"] is True and kept["faults"] < 5, kept
     assert probe(DPMESH_MALLOC_TUNING="0")["kept"] is False
+
+
+def test_crops_are_the_same_with_opencv_on_one_thread(tiny_weights, scene):
+    """Folder runs set cv2.setNumThreads(1) (single_threaded_opencv): the crops and joint inputs of a crowd
+    photo are bit-identical to those made with OpenCV's thread pool."""
+    import cv2
+
+    from dpmesh_infer.batch import single_threaded_opencv
+
+    pipe = Pipeline.from_pretrained(tiny_weights, device="cpu")
+    image, kps = scene
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(max(2, before))
+        pooled = pipe.prepare([image], [kps]).persons
+        single_threaded_opencv()
+        assert cv2.getNumThreads() == 1
+        alone = pipe.prepare([image], [kps]).persons
+    finally:
+        cv2.setNumThreads(before)
+    assert len(pooled) == len(alone) > 1
+    for a, b in zip(pooled, alone):
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.joints32, b.joints32)

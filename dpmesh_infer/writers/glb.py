@@ -77,6 +77,8 @@ class VertexNormals:
         self.faces = np.asarray(faces, np.int64).reshape(-1, 3)
         self.n_vertices = int(n_vertices)
         f = len(self.faces)
+        if f and (self.faces.min() < 0 or self.faces.max() >= self.n_vertices):
+            raise ValueError(f"face indices must be in 0..{self.n_vertices - 1}")
         self._corners = np.ascontiguousarray(self.faces.T).ravel()  # (3F,) corner-major
         self._sum = scipy.sparse.csr_matrix((np.ones(3 * f), (self._corners, np.arange(3 * f))),
                                             shape=(self.n_vertices, 3 * f))
@@ -103,7 +105,7 @@ class VertexNormals:
         scratch = np.empty(f)
         for i in range(len(v)):
             X = np.ascontiguousarray(v[i].T, np.float64)  # (3, V)
-            np.take(X, self._corners, axis=1, out=points)
+            np.take(X, self._corners, axis=1, out=points, mode="clip")  # (in range: checked; "raise" copies)
             p = points.reshape(3, 3, f)  # coordinate, corner, face
             e01, e02, e12 = edges
             np.subtract(p[:, 1], p[:, 0], out=e01)

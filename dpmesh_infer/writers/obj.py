@@ -51,15 +51,21 @@ def _right_digits(out: np.ndarray, out16: np.ndarray, values: np.ndarray, end: i
     out[:, col:end - 1][leading] = 0
 
 
+#: Largest |coordinate| the float arithmetic below formats exactly (rint(|x| 10^8) < 2^53), metres.
+MAX_COORDINATE = 9e7
+
+
 def vertex_block(vertices: np.ndarray) -> bytes:
     """``v x y z`` lines of (V, 3) vertices (metres), each number as ``'{:.8f}'.format`` writes it.
 
-    Exact for float32-representable values: ``rint(|x| * 10^8)`` in float64 is the correctly rounded
-    8-decimal value (round half to even, as Python's formatting). The lines are laid out in one (V, R)
-    uint8 table, R a multiple of 4: ``v``, then per number a slot (a multiple of 4 wide) of a space, the
-    sign, the integer digits, the point and the 8 decimals, right-aligned (the decimals written four at a
-    time through a uint32 view of the table), then the newline; the unused bytes stay NUL and are
-    dropped in one pass (``bytes.translate``).
+    Exact for float32-representable values below :data:`MAX_COORDINATE`: ``rint(|x| * 10^8)`` in float64
+    is the correctly rounded 8-decimal value (round half to even, as Python's formatting), an integer
+    below 2^53, so its integer and decimal parts (and the two 4-digit halves of the decimals) come out
+    of float divisions exactly. The lines are laid out in one (V, R) uint8 table, R a multiple of 4:
+    ``v``, then per number a slot of a multiple of 4 bytes, right-aligned: a *head* (space, sign,
+    integer digits, point; one or two little-endian words computed as integers) and the 8 decimals (two
+    words from a table of "0000".."9999"), then the newline; the unused bytes stay NUL and are dropped
+    in one pass (``bytes.translate``).
     """
     v = np.asarray(vertices)
     if v.ndim != 2 or v.shape[1] != 3:
@@ -69,26 +75,42 @@ def vertex_block(vertices: np.ndarray) -> bytes:
     x = np.asarray(v, np.float64)
     if not np.isfinite(x).all():
         raise ValueError("cannot write NaN or infinite coordinates to an OBJ file")
-    ip, fp = np.divmod(np.rint(np.abs(x) * _SCALE).astype(np.int64), _SCALE)  # (V, 3) each
+    scaled = np.rint(np.abs(x) * _SCALE)
+    if scaled.max() >= MAX_COORDINATE * _SCALE:
+        raise ValueError(f"cannot write coordinates of {MAX_COORDINATE:g} m or more to an OBJ file")
+    ip = np.floor(scaled / _SCALE)  # (V, 3) integer part, exact
+    fp = scaled - ip * _SCALE  # the 8 decimals as an integer, exact
+    hi = np.floor(fp / 10_000)
+    lo = fp - hi * 10_000
     n_int = len(str(int(ip.max())))
-    slot = -(-(3 + n_int + DIGITS) // 4) * 4  # space, sign, integer digits, point, decimals
+    head = -(-(3 + n_int) // 4) * 4  # space, sign, integer digits, point
+    slot = head + DIGITS
     row = 4 + 3 * slot + 4  # "v" and 3 NUL, the three slots, the newline and 3 NUL
-    table = np.zeros((len(v), row), np.uint8)
-    table[:, 0] = ord("v")
-    table[:, row - 4] = ord("\n")
-    slots = table[:, 4:4 + 3 * slot].reshape(len(v), 3, slot)  # (V, 3, slot) views of the table
-    slots32 = table.view(np.uint32)[:, 1:1 + 3 * slot // 4].reshape(len(v), 3, slot // 4)
-    hi, lo = np.divmod(fp, 10_000)
-    slots32[:, :, -2] = _QUADS32[hi]
-    slots32[:, :, -1] = _QUADS32[lo]
-    point = slot - DIGITS - 1
-    slots[:, :, point] = ord(".")
-    for d in range(n_int):  # integer digits, units first; leading zeros stay NUL
-        power = 10 ** d
-        digit = (ip // power % 10 + ord("0")).astype(np.uint8)
-        slots[:, :, point - 1 - d] = digit if d == 0 else np.where(ip >= power, digit, np.uint8(0))
-    slots[:, :, point - 1 - n_int] = np.where(np.signbit(x), np.uint8(ord("-")), np.uint8(0))  # '-0.0...' too
-    slots[:, :, 0] = ord(" ")
+    template = np.zeros(row, np.uint8)
+    template[0], template[row - 4] = ord("v"), ord("\n")
+    table = np.empty((len(v), row), np.uint8)
+    table[:] = template
+    words = table.view(np.uint32)[:, 1:1 + 3 * slot // 4].reshape(len(v), 3, slot // 4)  # (V, 3, slot / 4)
+    words[:, :, -2] = _QUADS32[hi.astype(np.intp)]
+    words[:, :, -1] = _QUADS32[lo.astype(np.intp)]
+    # the head in head / 4 little-endian words (byte j of a word weighs 256^j): " " at 0, "." at head-1,
+    # the units digit before it, then the other digits (NUL for leading zeros), then "-" (NUL for a
+    # positive number; "-0.00000000" too, as Python)
+    value = [np.zeros(ip.shape, np.uint32) for _ in range(head // 4)]
+
+    def put(pos: int, byte) -> None:
+        value[pos // 4] |= byte << np.uint32(8 * (pos % 4))
+
+    put(0, np.uint32(ord(" ")))
+    put(head - 1, np.uint32(ord(".")))
+    ipi = ip.astype(np.uint32)  # < 9e7
+    for d in range(n_int):
+        digits = ipi if n_int == 1 else ipi // np.uint32(10 ** d) % np.uint32(10)
+        byte = digits + np.uint32(ord("0"))
+        put(head - 2 - d, byte if d == 0 else byte * (ipi >= np.uint32(10 ** d)))
+    put(head - 2 - n_int, np.signbit(x).astype(np.uint32) * np.uint32(ord("-")))
+    for w, word in enumerate(value):
+        words[:, :, w] = word
     return table.tobytes().translate(None, b"\0")
 
 
