@@ -556,9 +556,10 @@ def host_leg(args, builder, device, tmp: Path, label: str) -> dict:
 
     ``before``: the legacy writers with glibc's default malloc settings (as the old tool ran);
     ``after, glibc defaults``: today's writers, malloc untouched (the library in a caller's process);
-    ``after``: :func:`~dpmesh_infer.batch.keep_freed_memory` first, as a folder run does."""
+    ``after``: :func:`~dpmesh_infer.devices.keep_freed_memory` first, as a folder run does."""
     from dpmesh_infer.atomic import sync_files
-    from dpmesh_infer.batch import BundleWriter, keep_freed_memory, single_threaded_opencv
+    from dpmesh_infer.batch import BundleWriter
+    from dpmesh_infer.devices import keep_freed_memory, single_threaded_opencv
     from dpmesh_infer.geometry.crops import collate
     from dpmesh_infer.images import load_image
 

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import re
-import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,6 +40,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from .atomic import check_writable_dir
+from .devices import keep_freed_memory, single_threaded_opencv
 from .errors import DpmeshError, InputError
 from .inputs import InputImage, refuse_overwriting_inputs, scan_inputs
 from .locks import RunLock
@@ -412,57 +412,6 @@ def write_renders(renderer, result, faces: np.ndarray, image: np.ndarray, overla
     write_bytes(side_path, encode_png(side), fsync=fsync)
 
 
-#: glibc malloc settings of folder runs (:func:`keep_freed_memory`): blocks up to 32 MiB come from the
-#: heap (the most glibc allows), and up to 1 GiB of freed memory at its top stays with the process.
-MALLOC_MMAP_THRESHOLD = 32 << 20
-MALLOC_TRIM_THRESHOLD = 1 << 30
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-_malloc_kept: bool | None = None
-
-
-def keep_freed_memory() -> bool:
-    """Keep the memory a folder run frees for the next image instead of giving it back to the kernel.
-
-    Every image allocates and frees the same few MB of short-lived arrays (the decoded photo and its
-    float copy, crops, OBJ tables, GLB buffers, network activations). With glibc's defaults, blocks above
-    its (adaptive) mmap threshold are mapped and unmapped each time and the top of the heap is trimmed,
-    so the next image page-faults the same memory back in: about 340 faults per OBJ file, which doubled
-    its CPU cost on the 2-core build machine (``benchmarks/bench_throughput.py --sections host`` shows
-    the difference). ``mallopt(M_MMAP_THRESHOLD, 32 MiB)`` and ``mallopt(M_TRIM_THRESHOLD, 1 GiB)`` keep
-    it; the price is that the process stays at its high-water mark of resident memory (set by the chunk
-    and image sizes) until it exits.
-
-    Process-wide, applied once (:meth:`BatchRunner.run`, :meth:`BatchRunner.process_images`); nothing
-    happens off glibc (macOS, musl) or with the environment variable ``DPMESH_MALLOC_TUNING=0``.
-    Returns whether the settings are in effect.
-    """
-    global _malloc_kept
-    if _malloc_kept is None:
-        _malloc_kept = False
-        if os.environ.get("DPMESH_MALLOC_TUNING", "1").strip() != "0" and sys.platform.startswith("linux"):
-            import ctypes
-
-            try:
-                libc = ctypes.CDLL(None)
-                mallopt = libc.mallopt
-                _malloc_kept = (mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD) == 1
-                                and mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD) == 1)
-            except (OSError, AttributeError):  # not glibc
-                pass
-    return _malloc_kept
-
-
-def single_threaded_opencv() -> None:
-    """OpenCV's own threads off (``cv2.setNumThreads(1)``, process-wide) for folder runs: they crop several
-    images at once on their own threads, so OpenCV's per-call helper threads only add contention, and the
-    manifest's ``cpu_seconds`` (CPU time of the thread that ran a step) would miss the crop work done on
-    them (a 256 px ``warpAffine`` ran on 2 threads here: half its CPU time was not counted). The crops
-    are the same (``warpAffine`` splits rows between threads; tests/test_fast_path.py compares)."""
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def default_writers() -> int:
     """Writer threads of a folder run: up to 4, at most the CPU cores (the OBJ/GLB formatting and PNG
     encoding run in numpy/zlib/PIL, which release the GIL)."""
@@ -489,8 +438,9 @@ class BatchRunner:
     ``chunk`` images go through together (their persons share network batches): default 32 on CUDA, 8 on
     the CPU. ``batch_size``: persons per network batch (default the pipeline's: 64 on CUDA, 16 on the CPU).
 
-    Process-wide settings a run applies (once, for its process): :func:`keep_freed_memory` (glibc keeps
-    freed memory; ``DPMESH_MALLOC_TUNING=0`` opts out) and :func:`single_threaded_opencv`.
+    Process-wide settings a run applies (once, for its process): :func:`~dpmesh_infer.devices.keep_freed_memory`
+    (glibc keeps freed memory; ``DPMESH_MALLOC_TUNING=0`` opts out) and
+    :func:`~dpmesh_infer.devices.single_threaded_opencv`.
     """
 
     def __init__(self, pipe, keypoints: KeypointSource, *, chunk: int | None = None, batch_size: int | None = None,

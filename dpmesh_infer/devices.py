@@ -1,6 +1,10 @@
-"""Device names from users (``auto``, ``cpu``, ``cuda``, ``cuda:N``, or a torch.device) -> torch.device."""
+"""Device names from users (``auto``, ``cpu``, ``cuda``, ``cuda:N``, or a torch.device) -> torch.device, and
+the process-wide host settings of folder runs (malloc, OpenCV threads)."""
 
 from __future__ import annotations
+
+import os
+import sys
 
 from .errors import InputError
 
@@ -36,3 +40,54 @@ def autocast_off(where):
     if torch.amp.is_autocast_available(device_type):
         return torch.autocast(device_type=device_type, enabled=False)
     return contextlib.nullcontext()
+
+
+#: glibc malloc settings of folder runs (:func:`keep_freed_memory`): blocks up to 32 MiB come from the
+#: heap (the most glibc allows), and up to 1 GiB of freed memory at its top stays with the process.
+MALLOC_MMAP_THRESHOLD = 32 << 20
+MALLOC_TRIM_THRESHOLD = 1 << 30
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_malloc_kept: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Keep the memory a folder run frees for the next image instead of giving it back to the kernel.
+
+    Every image allocates and frees the same few MB of short-lived arrays (the decoded photo and its
+    float copy, crops, OBJ tables, GLB buffers, network activations). With glibc's defaults, blocks above
+    its (adaptive) mmap threshold are mapped and unmapped each time and the top of the heap is trimmed,
+    so the next image page-faults the same memory back in: about 340 faults per OBJ file, which doubled
+    its CPU cost on the 2-core build machine (``benchmarks/bench_throughput.py --sections host`` shows
+    the difference). ``mallopt(M_MMAP_THRESHOLD, 32 MiB)`` and ``mallopt(M_TRIM_THRESHOLD, 1 GiB)`` keep
+    it; the price is that the process stays at its high-water mark of resident memory (set by the chunk
+    and image sizes) until it exits.
+
+    Process-wide, applied once (by folder runs: :class:`dpmesh_infer.batch.BatchRunner`); nothing
+    happens off glibc (macOS, musl) or with the environment variable ``DPMESH_MALLOC_TUNING=0``.
+    Returns whether the settings are in effect.
+    """
+    global _malloc_kept
+    if _malloc_kept is None:
+        _malloc_kept = False
+        if os.environ.get("DPMESH_MALLOC_TUNING", "1").strip() != "0" and sys.platform.startswith("linux"):
+            import ctypes
+
+            try:
+                libc = ctypes.CDLL(None)
+                mallopt = libc.mallopt
+                _malloc_kept = (mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD) == 1
+                                and mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD) == 1)
+            except (OSError, AttributeError):  # not glibc
+                pass
+    return _malloc_kept
+
+
+def single_threaded_opencv() -> None:
+    """OpenCV's own threads off (``cv2.setNumThreads(1)``, process-wide) for folder runs: they crop several
+    images at once on their own threads, so OpenCV's per-call helper threads only add contention, and the
+    manifest's ``cpu_seconds`` (CPU time of the thread that ran a step) would miss the crop work done on
+    them (a 256 px ``warpAffine`` ran on 2 threads here: half its CPU time was not counted). The crops
+    are the same (``warpAffine`` splits rows between threads; tests/test_fast_path.py compares)."""
+    import cv2
+
+    cv2.setNumThreads(1)

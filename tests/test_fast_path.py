@@ -188,7 +188,7 @@ def test_people_json_holds_the_values_of_the_plain_encoder(tiny_pipeline, scene)
 MALLOC_PROBE = r"""
 import json, resource, sys
 import numpy as np
-from dpmesh_infer.batch import keep_freed_memory
+from dpmesh_infer.devices import keep_freed_memory
 from dpmesh_infer.writers.obj import ObjWriter
 kept = keep_freed_memory()
 rng = np.random.default_rng(0)
@@ -227,7 +227,7 @@ def test_crops_are_the_same_with_opencv_on_one_thread(tiny_weights, scene):
     photo are bit-identical to those made with OpenCV's thread pool."""
     import cv2
 
-    from dpmesh_infer.batch import single_threaded_opencv
+    from dpmesh_infer.devices import single_threaded_opencv
 
     pipe = Pipeline.from_pretrained(tiny_weights, device="cpu")
     image, kps = scene
