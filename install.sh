@@ -122,6 +122,18 @@ else:
         print("stale")
 '
 check() { py -c "$CHECK_PY" "$@"; }
+# `install_missing REQ...`: pip-installs (under the constraints) those of REQ... not satisfied yet.
+install_missing() {
+  local need
+  need=$(check missing "$@")
+  if [ -n "$need" ]; then
+    echo "    installing: $(echo $need)"
+    pip_ install -q -c "$CONSTRAINTS" $need
+    ok "installed"
+  else
+    ok "$* present"
+  fi
+}
 
 # ---------------------------------------------------------------------------------------------------
 step "Python: $PY"
@@ -251,14 +263,7 @@ install_gltf_validator
 
 # ---------------------------------------------------------------------------------------------------
 step "demo: web demo (gradio), and selenium + Chromium for its browser test"
-need=$(check missing "${DEMO_REQS[@]}")
-if [ -n "$need" ]; then
-  echo "    installing: $(echo $need)"
-  pip_ install -q -c "$CONSTRAINTS" $need
-  ok "installed"
-else
-  ok "${DEMO_REQS[*]} present"
-fi
+install_missing "${DEMO_REQS[@]}"
 demo_info="$(py -c 'import gradio, selenium, PIL; print("gradio", gradio.__version__, "selenium", selenium.__version__, "pillow", PIL.__version__)' 2>&1 | tail -n 1)" \
   && ok "$demo_info" || echo "    WARNING: gradio/selenium do not import ($demo_info); dpmesh demo will not start"
 if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
@@ -315,15 +320,7 @@ fi
 # Video input/output: the "video" extra of pyproject.toml (PyAV, pygltflib), installed when missing.
 VIDEO_REQS=("av>=12" "pygltflib>=1.16")
 install_video_stack() {
-  local need
-  need=$(check missing "${VIDEO_REQS[@]}")
-  if [ -n "$need" ]; then
-    echo "    installing: $(echo $need)"
-    pip_ install -q -c "$CONSTRAINTS" $need
-    ok "installed"
-  else
-    ok "${VIDEO_REQS[*]} present"
-  fi
+  install_missing "${VIDEO_REQS[@]}"
   py -c 'import av, pygltflib; print("    ok: PyAV", av.__version__, "imports, pygltflib", pygltflib.__version__)' \
     || die "PyAV or pygltflib does not import (see above)."
 }
@@ -334,15 +331,7 @@ install_video_stack
 # Scale-out: the "ray" extra of pyproject.toml (Ray Data, for `dpmesh predict --engine ray`), when missing.
 RAY_REQS=("ray[data]>=2.40,<2.64")
 install_ray_stack() {
-  local need
-  need=$(check missing "${RAY_REQS[@]}")
-  if [ -n "$need" ]; then
-    echo "    installing: $(echo $need)"
-    pip_ install -q -c "$CONSTRAINTS" $need
-    ok "installed"
-  else
-    ok "${RAY_REQS[*]} present"
-  fi
+  install_missing "${RAY_REQS[@]}"
   py -c 'import ray, ray.data; print("    ok: ray", ray.__version__, "with Ray Data imports")' \
     || die "ray[data] does not import (see above)."
 }
