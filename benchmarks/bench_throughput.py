@@ -577,7 +577,10 @@ def host_leg(args, builder, device, tmp: Path, label: str) -> dict:
         collate(pipe.prepare([load_image(path)], [kp]).persons)
     # and the writers' one-time work (imports; the GLB template of this person count, the normals'
     # tables: built once per run, not per image)
-    _legacy_write(res[0], faces, tmp / "warm") if label == "before" else bundle.write_data(res[0], tmp / "warm")
+    if label == "before":
+        _legacy_write(res[0], faces, tmp / "warm")
+    else:
+        bundle.write_data(res[0], tmp / "warm")
     def one_pass(out: Path) -> dict[str, tuple[float, float]]:
         steps: dict[str, tuple[float, float]] = {}
 

@@ -402,8 +402,6 @@ class _Template:
         (json_length,) = np.frombuffer(data[12:16], np.uint32)
         doc = json.loads(data[20:20 + int(json_length)])
         positions = [mesh["primitives"][0]["attributes"]["POSITION"] for mesh in doc.get("meshes", [])]
-        if any("min" not in doc["accessors"][k] for k in positions):  # nv == 0: no bounds to patch
-            positions = None
         indices = writer.faces.astype(np.uint32).tobytes() if n else b""
         return cls(doc, positions, indices)
 
@@ -415,17 +413,15 @@ class _Template:
         from pygltflib import delete_empty_keys, gltf_asdict
 
         doc = dict(self.doc)
-        n = len(gl)
-        if n and self.positions is None:
-            raise ValueError("meshes without vertices")
-        if n:
+        zmax = 0.0
+        if len(gl):
             accessors = list(doc["accessors"])
             columns = np.ascontiguousarray(gl.transpose(0, 2, 1))  # numpy reduces rows ~30x faster
             lo, hi = columns.min(2).astype(float).tolist(), columns.max(2).astype(float).tolist()
             for i, k in enumerate(self.positions):
                 accessors[k] = {**accessors[k], "max": hi[i], "min": lo[i]}  # keys stay where pygltflib put them
             doc["accessors"] = accessors
-        zmax = -float(gl[..., 2].min()) if n else 0.0
+            zmax = -min(bounds[2] for bounds in lo)  # the farthest vertex (OpenCV z = -glTF z)
         doc["cameras"] = [delete_empty_keys(gltf_asdict(_camera_of(result, zmax, None)))]
         doc["asset"] = delete_empty_keys({**doc["asset"], "extras": {"dpmesh": glb_extras(result, None)}})
         text = json.dumps(doc, skipkeys=True, allow_nan=False, separators=(",", ":"))
