@@ -18,6 +18,7 @@ place (an existing folder is moved aside first and removed only once the new one
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -144,19 +145,24 @@ def write_text(path: str | os.PathLike, text: str, *, fsync: bool = True, encodi
     return write_bytes(path, text.encode(encoding), fsync=fsync)
 
 
-def _syncfs(fd: int) -> bool:
-    """``syncfs(2)`` of the filesystem holding ``fd`` (Linux, through libc); False where unavailable."""
+@functools.cache
+def _libc_syncfs():
+    """libc's ``syncfs`` (Linux), looked up once in the process's own symbols; None where unavailable."""
     import ctypes
-    import ctypes.util
     import sys
 
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.syncfs(fd) == 0
+        return ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
-        return False
+        return None
+
+
+def _syncfs(fd: int) -> bool:
+    """``syncfs(2)`` of the filesystem holding ``fd``; False where unavailable or failed."""
+    syncfs = _libc_syncfs()
+    return syncfs is not None and syncfs(fd) == 0
 
 
 def sync_files(paths, folder: str | os.PathLike) -> None:

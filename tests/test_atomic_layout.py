@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 
 import pytest
 
@@ -57,6 +58,23 @@ def test_streaming_file_commit_and_discard(tmp_path):
     g.discard()
     assert (tmp_path / "lines.jsonl").read_text() == "a\n"
     assert sorted(x.name for x in tmp_path.iterdir()) == ["lines.jsonl"]
+
+
+def test_sync_files_is_one_syncfs_or_an_fsync_per_file_and_folder(tmp_path, monkeypatch):
+    a = atomic.write_bytes(tmp_path / "x" / "a.bin", b"a", fsync=False)
+    b = atomic.write_bytes(tmp_path / "y" / "b.bin", b"b", fsync=False)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    if sys.platform.startswith("linux"):
+        assert atomic._libc_syncfs() is not None  # the process's libc has syncfs
+        atomic.sync_files([a, b], tmp_path)
+        assert synced == []  # one syncfs, no fsync
+    # without syncfs: each file, then each folder holding one; a missing path is skipped
+    monkeypatch.setattr(atomic, "_libc_syncfs", lambda: None)
+    atomic.sync_files([a, b, tmp_path / "x" / "gone.bin"], tmp_path)
+    assert len(synced) == 4
+    assert a.read_bytes() == b"a" and b.read_bytes() == b"b"
 
 
 def test_replace_dir_swaps_complete_folders(tmp_path):
