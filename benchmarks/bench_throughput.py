@@ -196,8 +196,20 @@ def reset_memory(device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def write_photos(folder: Path, n: int, people: int) -> tuple[list[Path], list[np.ndarray], Path]:
-    """``n`` synthetic crowd JPEGs (1280x720, quality 90), their COCO-17 keypoints and a keypoint file."""
+def _size(text: str) -> tuple[int, int]:
+    """"WxH" -> (W, H) pixels."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH (e.g. 640x480), got {text!r}") from None
+    if w < 64 or h < 64:
+        raise argparse.ArgumentTypeError(f"photos must be at least 64x64, got {text!r}")
+    return w, h
+
+
+def write_photos(folder: Path, n: int, people: int, size: tuple[int, int] = (1280, 720)
+                 ) -> tuple[list[Path], list[np.ndarray], Path]:
+    """``n`` synthetic crowd JPEGs (``size`` W x H, quality 90), their COCO-17 keypoints and a keypoint file."""
     from PIL import Image
 
     from dpmesh_infer.stand_ins.scene import synthetic_crowd
@@ -205,7 +217,7 @@ def write_photos(folder: Path, n: int, people: int) -> tuple[list[Path], list[np
     folder.mkdir(parents=True, exist_ok=True)
     paths, kps, entries = [], [], []
     for i in range(n):
-        image, kp = synthetic_crowd(people=people, seed=i)
+        image, kp = synthetic_crowd(*size, people=people, seed=i)
         path = folder / f"crowd_{i:03d}.jpg"
         Image.fromarray(image).save(path, quality=90)
         paths.append(path)
@@ -565,7 +577,7 @@ def host_leg(args, builder, device, tmp: Path, label: str) -> dict:
 
     tuned = keep_freed_memory() if label == "after" else False
     pipe = builder.pipeline(device)
-    paths, kps, _ = write_photos(tmp / "host", args.host_images, args.people)
+    paths, kps, _ = write_photos(tmp / "host", args.host_images, args.people, args.host_size)
     faces = pipe.faces
     res = pipe(paths, keypoints=kps).images  # the results the writers write (not timed)
     bundle = BundleWriter(faces)
@@ -635,6 +647,7 @@ def section_host(args, builder, device, results, tmp: Path):
             out = tmp / f"host_leg_{n}_{i}.json"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--size", args.size, "--device", str(device),
                    "--host-images", str(args.host_images), "--people", str(args.people),
+                   "--host-size", "x".join(map(str, args.host_size)),
                    "--host-passes", str(args.host_passes),
                    "--host-leg", label, "--json", str(out)]
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -653,8 +666,9 @@ def section_host(args, builder, device, results, tmp: Path):
         rows.append([key, ms(bw), ms(aw), ms(bc), ms(dc), ms(ac), bc / max(ac, 1e-12)])
     tb, td, ta = ([sum(v[k] for v in timings[leg].values()) for k in (0, 1)] for leg in legs)
     rows.append(["total host cost", ms(tb[0]), ms(ta[0]), ms(tb[1]), ms(td[1]), ms(ta[1]), tb[1] / ta[1]])
-    table(f"Host cost per person of the default outputs, one thread ({args.host_images} photos, {persons} persons, "
-          f"best pass of {args.host_rounds} processes per leg)",
+    w, h = args.host_size
+    table(f"Host cost per person of the default outputs, one thread ({args.host_images} photos {w}x{h}, "
+          f"{persons} persons, best pass of {args.host_rounds} processes per leg)",
           ["step", "before wall ms", "after wall ms", "before CPU ms", "after CPU ms, glibc defaults",
            "after CPU ms", "CPU before / after"],
           rows,
@@ -718,6 +732,8 @@ def main() -> None:
     ap.add_argument("--e2e-images", type=int, default=16)
     ap.add_argument("--folder-images", type=int, default=32)
     ap.add_argument("--host-images", type=int, default=8)
+    ap.add_argument("--host-size", type=_size, default=(1280, 720), metavar="WxH",
+                    help="photo size of the host section (default 1280x720; the issue's first measurement: 640x480)")
     ap.add_argument("--host-rounds", type=int, default=2, help="fresh processes per host leg (the least CPU is kept)")
     ap.add_argument("--host-passes", type=int, default=5, help="passes over the photos in each fast host leg")
     ap.add_argument("--writers", type=int, default=None)
