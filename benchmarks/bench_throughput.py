@@ -642,7 +642,9 @@ def section_host(args, builder, device, results, tmp: Path):
     import subprocess
 
     best: dict[str, dict] = {}
+    per_round: list[dict[str, float]] = []  # total CPU (s) of each leg's best pass, per round
     for n in range(args.host_rounds):
+        per_round.append({})
         for i, label in enumerate(HOST_LEGS):
             out = tmp / f"host_leg_{n}_{i}.json"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--size", args.size, "--device", str(device),
@@ -652,6 +654,7 @@ def section_host(args, builder, device, results, tmp: Path):
                    "--host-leg", label, "--json", str(out)]
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             leg = json.loads(out.read_text())
+            per_round[-1][label] = sum(v[1] for v in leg["steps"].values())
             if label not in best or sum(v[1] for v in leg["steps"].values()) < \
                     sum(v[1] for v in best[label]["steps"].values()):
                 best[label] = leg
@@ -681,9 +684,12 @@ def section_host(args, builder, device, results, tmp: Path):
                "CPU; OpenCV and torch on one thread, so it is all the host work). "
                f"Wall before/after: {tb[0] / ta[0]:.1f}x; CPU before / after with glibc defaults: "
                f"{tb[1] / td[1]:.1f}x. Each leg in fresh processes, legs interleaved, the pass with the least "
-               "CPU kept. Heatmaps are computed on the device, inside the networks.")
+               "CPU kept; CPU before / after of each round alone: "
+               + ", ".join(f"{r['before'] / r['after']:.1f}x" for r in per_round)
+               + ". Heatmaps are computed on the device, inside the networks.")
     keys = dict(zip(legs, ("before", "after_glibc_defaults", "after")))
     results["host"] = dict(persons=persons, malloc_settings_applied=tuned,
+                           cpu_ratio_per_round=[r["before"] / r["after"] for r in per_round],
                            **{f"{keys[leg]}_{unit}_ms": ms(tot[i]) for leg, tot in zip(legs, (tb, td, ta))
                               for i, unit in ((0, "wall"), (1, "cpu"))},
                            steps={k: {keys[leg]: [ms(x) for x in timings[leg][k]] for leg in legs}
