@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 
-from . import KeypointSet, _openpose_people
+from .parse import _openpose_people
+from .people import KeypointSet
 
 __all__ = ["is_alphapose_openpose", "read_alphapose_openpose"]
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import KeypointPerson, KeypointSet, _fail, _read_file
+from .parse import _fail, _read_file
+from .people import KeypointPerson, KeypointSet
 
 __all__ = ["read_keypoint_folder"]
 

@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from . import KeypointPerson, KeypointSet, _fail, _numbers
+from .parse import _fail, _numbers
+from .people import KeypointPerson, KeypointSet
 
 __all__ = ["MMPOSE_FORMATS", "is_inferencer_output", "is_demo_output", "read_inferencer", "read_demo",
            "parse_instances"]

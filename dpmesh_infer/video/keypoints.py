@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import KeypointFileError
-from ..keypoint_files import KeypointPerson, _person, _read_json, read_openpose_json
+from ..keypoint_files import KeypointPerson, read_openpose_json
+from ..keypoint_files.parse import _person, _read_json
 
 FORMATS_HELP = (
     "expected, for a video: (1) a JSON list of COCO-style entries with an integer \"frame\" (0-based), "
