@@ -412,7 +412,7 @@ def _nms_reference(boxes: np.ndarray, scores: np.ndarray, thr: float, offset: in
     return keep
 
 
-@pytest.mark.parametrize("thr,offset", itertools.product([0.0, 0.3, 0.6, 1.0], [0, 1]))
+@pytest.mark.parametrize("thr,offset", list(itertools.product([0.0, 0.3, 0.6, 1.0], [0, 1])))
 def test_pure_torch_nms_matches_bruteforce(thr, offset):
     rng = np.random.RandomState(int(thr * 10) + offset)
     xy = rng.rand(60, 2) * 50
