@@ -1,8 +1,8 @@
 """The one atomic writer: files and folders appear complete or not at all.
 
-A file is written to a uniquely named temporary file in the same folder (so the rename cannot cross a
-filesystem), flushed, optionally fsync'ed, given the permissions the user's umask asks for (temporary
-files are created 0600), then renamed over the target with ``os.replace``. A reader therefore sees
+A file is written to a uniquely named temporary file in the same folder (``.NAME.XXXXXXXX.tmp``, so the
+rename cannot cross a filesystem), created with mode 0666 less the umask (what any new file gets),
+flushed, optionally fsync'ed, then renamed over the target with ``os.replace``. A reader therefore sees
 either the old file or the new one, never a partial one, even if the process is killed (``kill -9``)
 half-way. With ``fsync=True`` the data is also on disk before the rename, so the new file survives a
 power loss or kernel crash once the call returns; with ``fsync=False`` a crash of the machine (not of
@@ -18,6 +18,8 @@ place (an existing folder is moved aside first and removed only once the new one
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import shutil
@@ -51,14 +53,29 @@ def umask() -> int:
     return _UMASK
 
 
-def file_mode() -> int:
-    """Permissions of a new regular file under the current umask (0o644 for umask 022)."""
-    return 0o666 & ~umask()
-
-
 def dir_mode() -> int:
     """Permissions of a new folder under the current umask (0o755 for umask 022)."""
     return 0o777 & ~umask()
+
+
+_TEMPORARY_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _open_temporary(path: Path) -> tuple[int, Path]:
+    """A new temporary file ``.NAME.XXXXXXXX.tmp`` beside ``path`` (8 random hex digits; exclusive
+    create, mode 0666 less the umask), open for writing; creates the folder when missing. Returns
+    (file descriptor, temporary path)."""
+    for attempt in range(100):
+        tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+        try:
+            return os.open(tmp, _TEMPORARY_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            if attempt or path.parent.is_dir():
+                raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path))
 
 
 class AtomicFile:
@@ -79,13 +96,12 @@ class AtomicFile:
             raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
         self.path = Path(path)
         self.fsync = fsync
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        fd, self._tmp = _open_temporary(self.path)
         self.file = os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": encoding}))
         self._done = False
 
     def commit(self) -> Path:
-        """Flush, (fsync,) set the umask's permissions and rename over ``path``."""
+        """Flush, (fsync,) and rename over ``path``."""
         if self._done:
             raise RuntimeError(f"{self.path}: already committed or discarded")
         try:
@@ -93,7 +109,6 @@ class AtomicFile:
             if self.fsync:
                 os.fsync(self.file.fileno())
             self.file.close()
-            os.chmod(self._tmp, file_mode())
             os.replace(self._tmp, self.path)
         except BaseException:
             self.discard()
@@ -136,8 +151,29 @@ def write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object], *, 
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
-    """Atomically create or replace ``path`` with ``data``."""
-    return write_with(path, lambda f: f.write(data), fsync=fsync)
+    """Atomically create or replace ``path`` with ``data`` (bytes-like).
+
+    What :class:`AtomicFile` does, on the file descriptor (no file object): folder runs write thousands
+    of files, and this is about 60 µs less Python per file."""
+    path = Path(path)
+    fd, tmp = _open_temporary(path)
+    try:
+        try:
+            view = memoryview(data)
+            if view.ndim != 1 or view.itemsize != 1:
+                view = view.cast("B")
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def write_text(path: str | os.PathLike, text: str, *, fsync: bool = True, encoding: str = "utf-8") -> Path:

@@ -28,6 +28,33 @@ def test_files_get_the_umask_permissions_and_replace_atomically(tmp_path):
     assert sorted(x.name for x in p.parent.iterdir()) == ["a.txt"]  # no temporary file left
 
 
+def test_write_bytes_takes_any_buffer_and_leaves_nothing_behind_when_it_fails(tmp_path, monkeypatch):
+    import numpy as np
+
+    p = atomic.write_bytes(tmp_path / "new" / "deeper" / "a.bin", np.arange(3, dtype=np.uint32), fsync=True)
+    assert p.read_bytes() == np.arange(3, dtype=np.uint32).tobytes() and _mode(p) == 0o666 & ~atomic.umask()
+    big = os.urandom(3 << 20)  # several write() calls may be needed; every byte arrives
+    assert atomic.write_bytes(p, memoryview(big)).read_bytes() == big
+    real_write, calls = os.write, []
+
+    def failing_write(fd, data):  # the disk fills up after the first piece
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data[:1000])
+
+    monkeypatch.setattr(atomic.os, "write", failing_write)
+    with pytest.raises(OSError, match="No space"):
+        atomic.write_bytes(p, b"x" * 5000)
+    monkeypatch.undo()
+    assert p.read_bytes() == big and sorted(x.name for x in p.parent.iterdir()) == ["a.bin"]
+    # temporary names: hidden, beside the target, what a folder run's clean-up globs for
+    f = atomic.AtomicFile(tmp_path / "b.txt", "w")
+    assert f._tmp.parent == tmp_path and f._tmp.name.startswith(".b.txt.") and f._tmp.name.endswith(".tmp")
+    f.discard()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def _modes_under_umask(mask: int, folder) -> list[str]:
     """(file mode, staging-folder mode) written by a fresh process whose umask is ``mask``."""
     import subprocess

@@ -4,7 +4,9 @@ completion test, and the writer of a folder's bundle (data files, then ``people.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -58,8 +60,7 @@ class BundleWriter:
 
         folder.mkdir(parents=True, exist_ok=True)
         (folder / DONE_FILE).unlink(missing_ok=True)  # redoing: the folder is unfinished until the end
-        for old in [*folder.glob("person_*.obj"), *(folder / name for name in RENDER_FILES), *folder.glob(".*.tmp")]:
-            old.unlink(missing_ok=True)
+        _remove_stale_outputs(folder)
         written = []
         if renderer is not None:
             write_renders(renderer, result, self.faces, image, folder / RENDER_FILES[0], folder / RENDER_FILES[1],
@@ -79,6 +80,19 @@ class BundleWriter:
         from ..export import json_bytes
 
         return write_bytes(folder / DONE_FILE, json_bytes(result), fsync=fsync)
+
+
+def _remove_stale_outputs(folder: Path) -> None:
+    """Remove what an older run left in ``folder`` besides the files a run replaces anyway: its person
+    meshes (``person_*.obj``: the person count may have changed), renders and temporary files of a
+    killed run (``.*.tmp``). One directory listing (a new folder: one empty listing)."""
+    with os.scandir(folder) as entries:
+        stale = [e.path for e in entries if not e.is_dir(follow_symlinks=False) and (
+            e.name in RENDER_FILES or (e.name.startswith("person_") and e.name.endswith(".obj"))
+            or (len(e.name) >= 5 and e.name.startswith(".") and e.name.endswith(".tmp")))]
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def write_image_outputs(result, faces: np.ndarray, folder: Path, *, image: np.ndarray | None = None,

@@ -156,4 +156,4 @@ class ObjWriter:
 
     def __call__(self, vertices: np.ndarray) -> bytes:
         """The OBJ file of one mesh with these (V, 3) vertices, exactly as trimesh writes it."""
-        return HEADER + vertex_block(vertices) + self._faces + b"\n"
+        return b"".join((HEADER, vertex_block(vertices), self._faces, b"\n"))  # one copy
