@@ -22,7 +22,7 @@ from pathlib import Path
 
 #: Packages the inference core needs besides torch (distribution names).
 CORE_PACKAGES = ("numpy", "diffusers", "peft", "safetensors", "smplx", "trimesh", "pillow",
-                 "opencv-python-headless", "typer", "rich")
+                 "opencv-python-headless", "typer", "rich", "numba")
 _OPENCV_DISTS = ("opencv-python-headless", "opencv-python", "opencv-contrib-python",
                  "opencv-contrib-python-headless")
 

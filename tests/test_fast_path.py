@@ -115,13 +115,18 @@ def test_obj_writer_is_byte_identical_to_trimesh():
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 6890, (13776, 3))
     writer = ObjWriter(faces)
-    for scale in (1e-9, 1e-4, 0.7, 3.0, 45.0, 1234.5, 2e5):
+    for scale in (1e-9, 1e-4, 0.7, 3.0, 45.0, 1234.5, 2e5, 1e7):
         v = rng.normal(0, scale, (6890, 3)).astype(np.float32)
         v[0, 0], v[1, 1], v[2, 2] = -0.0, 5e-9, -5e-9  # signed zero and values that round to zero
+        v[3] = 0.125, -1.5e-8, 2.5e-8  # exact halves of the last decimal: round half to even
+        v[4] = 8.99999e7, -4.6e7, 1e7  # every integer digit count up to the largest allowed
         ref = trimesh.Trimesh(np.asarray(v, np.float64), faces, process=False).export(file_type="obj")
         assert writer(v) == ref.encode(), scale
-    with pytest.raises(ValueError, match="NaN"):
-        writer(np.full((6890, 3), np.nan, np.float32))
+    for bad, message in ((np.nan, "NaN"), (np.inf, "infinite"), (-np.inf, "infinite"), (9e7, "9e"), (-1e9, "9e")):
+        v = np.zeros((6890, 3), np.float32)
+        v[100, 1] = bad
+        with pytest.raises(ValueError, match=message):
+            writer(v)
     for n_vertices in (1, 9, 10, 99, 100, 999, 1000, 12345):  # every digit count of the face indices
         faces = rng.integers(0, n_vertices, (50, 3))
         faces[0] = n_vertices - 1

@@ -374,7 +374,8 @@ def test_template_path_writes_the_bytes_pygltflib_writes(tmp_path):
 
 
 def test_vertex_normals_equal_trimesh_on_smpl_meshes():
-    """VertexNormals (sparse corner sums, fixed topology) against trimesh's angle-weighted normals."""
+    """VertexNormals (compiled corner sums, fixed topology) against trimesh's angle-weighted normals; the
+    float32 output is the float64 one rounded, and lone vertices get the fallback."""
     import trimesh
 
     from dpmesh_infer.stand_ins.smpl import make_synthetic_smpl_arrays
@@ -392,5 +393,13 @@ def test_vertex_normals_equal_trimesh_on_smpl_meshes():
         ref = trimesh.Trimesh(np.asarray(v, np.float64), faces, process=False).vertex_normals
         np.testing.assert_allclose(mine, ref, atol=1e-12, rtol=0)
     np.testing.assert_array_equal(normals(meshes[0].astype(np.float32)), ours[0])  # (V, 3) alone
+    rounded = normals(meshes.astype(np.float32), dtype=np.float32)
+    assert rounded.dtype == np.float32
+    np.testing.assert_array_equal(rounded, ours.astype(np.float32))
+    lone = VertexNormals(faces[faces.max(1) < 6000], meshes.shape[1])  # vertices 6000.. in no face
+    unit = lone(meshes[2].astype(np.float32), fallback=(0.0, 0.0, 1.0))
+    np.testing.assert_array_equal(unit[6000:], np.tile([0.0, 0.0, 1.0], (meshes.shape[1] - 6000, 1)))
+    assert not lone(meshes[2])[6000:].any()
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-12)
     with pytest.raises(ValueError, match="vertices"):
         normals(meshes[:, :10])

@@ -5,7 +5,7 @@ quad), and the buffer/camera pieces the skinned video glTF (:mod:`dpmesh_infer.v
 Folder runs write one scene.glb per image. Building a ``trimesh.Scene`` of N meshes and exporting it cost
 about 6 ms per person on a 2-core CPU, most of it in per-mesh vertex normals; here the normals of all the
 image's persons come from :class:`VertexNormals` (trimesh's angle-weighted normals, vectorised for the
-fixed SMPL topology, 0.7-1.2 ms per person on 2-core CPUs), the glTF document is a per-person-count template filled
+fixed SMPL topology, about 0.4 ms per person on 2-core CPUs), the glTF document is a per-person-count template filled
 with each image's numbers (:class:`GlbWriter`; pygltflib builds the template), and the tree is laid out
 directly:
 
@@ -58,14 +58,15 @@ class VertexNormals:
     """Angle-weighted unit vertex normals (Thürrner & Wüthrich 1998: each face's unit normal weighted by
     its corner angle at the vertex) for meshes of one topology, what
     ``trimesh.Trimesh(v, faces, process=False).vertex_normals`` gives (equal to about 1e-12;
-    tests/test_scene_glb.py compares), about 10x faster.
+    tests/test_scene_glb.py compares), about 20x faster.
 
-    trimesh's maths vectorised for a fixed topology, one mesh at a time on struct-of-arrays (3, F)
-    float64 rows (small enough to stay in cache): corner angles as ``atan2(|e1 x e2|, e1 . e2)`` (torch's
-    vectorised atan2, within 1 ulp of libm's: not one float32 normal of 50 SMPL meshes changed), faces
-    with a corner angle under 1e-8 rad or zero area contribute nothing (trimesh's rule), each vertex sums
-    its corners' ``angle * face normal`` (a sparse vertex-by-corner matrix built once, summing in corner
-    order), then unit length.
+    trimesh's maths in float64, one mesh at a time: a compiled pass over the faces
+    (:func:`~dpmesh_infer.writers.kernels.corner_terms`: edges, ``e01 x e02``, its length and the three
+    dot products), the corner angles as ``atan2(|e1 x e2|, e1 . e2)`` (torch's vectorised atan2,
+    within 1 ulp of libm's; one (F,) row per call, so it stays on the calling thread), then a compiled
+    pass (:func:`~dpmesh_infer.writers.kernels.corner_sums`) where faces with a corner angle under 1e-8
+    rad or zero area contribute nothing (trimesh's rule), each vertex sums its corners'
+    ``angle * face normal`` in corner-major order, and the sums get unit length.
 
     Args:
         faces: (F, 3) int triangle vertex indices (counter-clockwise seen from outside).
@@ -73,27 +74,23 @@ class VertexNormals:
     """
 
     def __init__(self, faces: np.ndarray, n_vertices: int) -> None:
-        import scipy.sparse
-
-        self.faces = np.asarray(faces, np.int64).reshape(-1, 3)
+        self.faces = np.ascontiguousarray(np.asarray(faces, np.int64).reshape(-1, 3))
         self.n_vertices = int(n_vertices)
         f = len(self.faces)
         if f and (self.faces.min() < 0 or self.faces.max() >= self.n_vertices):
             raise ValueError(f"face indices must be in 0..{self.n_vertices - 1}")
-        self._corners = np.ascontiguousarray(self.faces.T).ravel()  # (3F,) corner-major
-        self._sum = scipy.sparse.csr_matrix((np.ones(3 * f), (self._corners, np.arange(3 * f))),
-                                            shape=(self.n_vertices, 3 * f))
 
-    def __call__(self, vertices: np.ndarray, fallback=None) -> np.ndarray:
-        """Normals of ``vertices`` (N, V, 3) or (V, 3) float, as float64 of the same shape; ``fallback``:
-        (3,) unit vector for vertices in no valid face (unreferenced, or only in zero-area faces); None
-        keeps trimesh's (0, 0, 0), which glTF forbids for NORMAL."""
+    def __call__(self, vertices: np.ndarray, fallback=None, dtype=np.float64) -> np.ndarray:
+        """Normals of ``vertices`` (N, V, 3) or (V, 3) float, of the same shape (``dtype``: float64, or
+        float32 for the rounded float64 normals); ``fallback``: (3,) unit vector for vertices in no valid
+        face (unreferenced, or only in zero-area faces); None keeps trimesh's (0, 0, 0), which glTF
+        forbids for NORMAL."""
         v = np.asarray(vertices)
         single = v.ndim == 2
         v = v[None] if single else v
         if v.shape[1] != self.n_vertices:
             raise ValueError(f"expected meshes of {self.n_vertices} vertices, got {v.shape}")
-        out = np.zeros(v.shape, np.float64)
+        out = np.zeros(v.shape, dtype)
         f = len(self.faces)
         if not f:
             if fallback is not None:
@@ -101,46 +98,28 @@ class VertexNormals:
             return out[0] if single else out
         import torch
 
-        points = np.empty((3, 3 * f))
-        edges = np.empty((3, 3, f))
-        cross = np.empty((3, f))
+        from .kernels import corner_sums, corner_terms
+
+        cross = np.empty((f, 3))
+        twice_area = np.empty(f)
         cosines = np.empty((3, f))
-        weight = np.empty((3, f))
-        scratch = np.empty(f)
+        angles = np.empty((3, f))
+        summed = np.empty((self.n_vertices, 3))
+        direct = out.dtype == np.float64  # else each mesh's float64 normals, then rounded into ``out``
+        normal = None if direct else np.empty((self.n_vertices, 3))
+        use_fallback = fallback is not None
+        fallback = np.asarray(fallback if use_fallback else (0.0, 0.0, 0.0), np.float64).reshape(3)
         # torch's vectorised atan2 (SLEEF, within 1 ulp): numpy's is the scalar libm one on CPUs without
-        # AVX-512 (3-4x slower, half of all the normals' time); one row per call keeps it on this thread
-        t_area, t_cos, t_weight = (torch.from_numpy(a) for a in (scratch, cosines, weight))
+        # AVX-512 (3-4x slower); one row per call keeps it on this thread
+        t_area, t_cos, t_angles = (torch.from_numpy(a) for a in (twice_area, cosines, angles))
         for i in range(len(v)):
-            X = np.ascontiguousarray(v[i].T, np.float64)  # (3, V)
-            np.take(X, self._corners, axis=1, out=points, mode="clip")  # (in range: checked; "raise" copies)
-            p = points.reshape(3, 3, f)  # coordinate, corner, face
-            e01, e02, e12 = edges
-            np.subtract(p[:, 1], p[:, 0], out=e01)
-            np.subtract(p[:, 2], p[:, 0], out=e02)
-            np.subtract(p[:, 2], p[:, 1], out=e12)
-            for k, (a, b) in enumerate(((1, 2), (2, 0), (0, 1))):  # e01 x e02
-                np.multiply(e01[a], e02[b], out=cross[k])
-                cross[k] -= np.multiply(e01[b], e02[a], out=scratch)
-            twice_area = np.sqrt(np.einsum("kf,kf->f", cross, cross), out=scratch)
-            np.einsum("kf,kf->f", e01, e02, out=cosines[0])  # |a||b| cos at corners 0, 1, 2
-            np.einsum("kf,kf->f", e01, e12, out=cosines[1])
-            np.negative(cosines[1], out=cosines[1])
-            np.einsum("kf,kf->f", e02, e12, out=cosines[2])
-            for k in range(3):  # the corner angles, (3, F)
-                torch.atan2(t_area, t_cos[k], out=t_weight[k])
-            dead = (weight.min(axis=0) < 1e-8) | (twice_area == 0)
-            if dead.any():
-                weight[:, dead] = 0.0
-                twice_area[dead] = 1.0
-            weight /= twice_area  # angle / |cross|
-            summed = np.stack([self._sum @ (weight * cross[k]).ravel() for k in range(3)])  # (3, V)
-            length = np.sqrt(np.einsum("kv,kv->v", summed, summed))
-            lone = length == 0
-            length[lone] = 1.0
-            summed /= length
-            out[i] = summed.T
-            if fallback is not None:
-                out[i][lone] = fallback
+            corner_terms(np.ascontiguousarray(v[i], np.float64), self.faces, cross, twice_area, cosines)
+            for k in range(3):
+                torch.atan2(t_area, t_cos[k], out=t_angles[k])
+            corner_sums(self.faces, cross, twice_area, angles, fallback, use_fallback, summed,
+                        out[i] if direct else normal)
+            if not direct:
+                out[i] = normal
         return out[0] if single else out
 
 
@@ -290,7 +269,7 @@ class GlbWriter:
         normals = self._normals
         if normals is None or normals.n_vertices != gl.shape[1]:
             normals = self._normals = VertexNormals(self.faces, gl.shape[1])
-        return gl, normals(gl, fallback=UNFACED_NORMAL).astype(np.float32)
+        return gl, normals(gl, fallback=UNFACED_NORMAL, dtype=np.float32)
 
     def build(self, result, *, photo: np.ndarray | None = None, photo_depth: float | None = None,
               geometry: tuple[np.ndarray, np.ndarray] | None = None) -> bytes:
