@@ -135,6 +135,27 @@ def test_obj_writer_is_byte_identical_to_trimesh():
         assert ObjWriter(faces)(v) == ref.encode(), n_vertices
 
 
+def test_warm_up_compiles_the_signatures_the_writers_use():
+    """kernels.warm_up (a folder run's commit thread calls it first) compiles each loop for the argument
+    types the OBJ and GLB writers pass, so writing real meshes afterwards compiles nothing more."""
+    from dpmesh_infer.stand_ins.smpl import make_synthetic_smpl_arrays
+    from dpmesh_infer.writers import kernels
+    from dpmesh_infer.writers.glb import VertexNormals
+    from dpmesh_infer.writers.obj import ObjWriter
+
+    loops = (kernels.vertex_lines, kernels.corner_terms, kernels.corner_sums)
+    kernels.warm_up()
+    compiled = [list(fn.signatures) for fn in loops]
+    assert all(len(s) == 1 for s in compiled), compiled
+    smpl = make_synthetic_smpl_arrays()
+    v = np.asarray(smpl["v_template"], np.float32)
+    ObjWriter(smpl["f"])(v)
+    normals = VertexNormals(smpl["f"], len(v))
+    normals(v[None], fallback=(0.0, 0.0, 1.0), dtype=np.float32)
+    normals(v.astype(np.float64))
+    assert [list(fn.signatures) for fn in loops] == compiled
+
+
 @pytest.mark.slow
 def test_compiled_backbone_matches_eager_on_cpu(tiny_weights, scene):
     """torch.compile of the blocks (aot_eager on the CPU: the tracing through the taps and the attention

@@ -139,3 +139,14 @@ def _corner_sums(faces: np.ndarray, cross: np.ndarray, twice_area: np.ndarray, a
 vertex_lines = _jit(_vertex_lines)
 corner_terms = _jit(_corner_terms)
 corner_sums = _jit(_corner_sums)
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) every loop here on a one-triangle mesh: about 0.5 s of CPU once per
+    process, which folder runs spend on their commit thread while the first chunk is computed."""
+    x = np.zeros((3, 3))
+    faces = np.array([[0, 1, 2]], np.int64)
+    vertex_lines(x, np.empty(3 * MAX_VERTEX_LINE, np.uint8), QUADS)
+    cross, twice_area, cosines = np.empty((1, 3)), np.empty(1), np.empty((3, 1))
+    corner_terms(x, faces, cross, twice_area, cosines)
+    corner_sums(faces, cross, twice_area, np.zeros((3, 1)), np.zeros(3), True, np.empty((3, 3)), np.empty((3, 3)))
