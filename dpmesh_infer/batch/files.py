@@ -50,6 +50,18 @@ class BundleWriter:
         self.obj = ObjWriter(self.faces)
         self.glb = GlbWriter(self.faces)
 
+    @staticmethod
+    def warm_up() -> None:
+        """The writers' one-time work of a process, ahead of the first image: the compiled loops
+        (:func:`dpmesh_infer.writers.kernels.warm_up`, about 0.5 s of CPU) and pygltflib's import (up to
+        0.3 s in a process that has torch and numba loaded: its dataclasses' ABC checks walk every loaded
+        subclass). Folder runs call it on their commit thread while the first chunk is computed."""
+        import pygltflib  # noqa: F401
+
+        from ..writers.kernels import warm_up
+
+        warm_up()
+
     def write_data(self, result, folder: Path, *, image: np.ndarray | None = None, renderer=None,
                    glb_photo: bool = False, glb_photo_depth: float | None = None) -> list[Path]:
         """params.npz, person_NN.obj, scene.glb and, with a ``renderer`` (and the photo ``image``),

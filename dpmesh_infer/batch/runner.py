@@ -103,10 +103,8 @@ class BatchRunner:
                 ThreadPoolExecutor(max_workers=max(2, self.writers), thread_name_prefix="dpmesh-io") as io_pool, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpmesh-commit") as committer:
             record = recorder.record  # main thread or the single commit thread, never both
-            if bundle is not None:  # the writers' compiled loops, while the first chunk is prepared and computed
-                from ..writers.kernels import warm_up
-
-                committer.submit(warm_up)
+            if bundle is not None:  # the writers' one-time work, while the first chunk is prepared and computed
+                committer.submit(bundle.warm_up)
             chunks = [plan.todo[i:i + self.chunk] for i in range(0, len(plan.todo), self.chunk)]
             pending: list[Future] = []
             upcoming: Future | None = None
