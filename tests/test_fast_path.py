@@ -248,6 +248,36 @@ def test_folder_runs_keep_freed_memory_instead_of_page_faulting_it_back():
     assert probe(DPMESH_MALLOC_TUNING="0")["kept"] is False
 
 
+GC_PROBE = r"""
+import gc, json, sys
+from pathlib import Path
+from dpmesh_infer.batch import BatchPlan, BatchRunner
+before = gc.get_freeze_count()
+out = Path(sys.argv[1])
+out.mkdir()
+BatchRunner(None, None).run(BatchPlan(out_dir=out, todo=[], finished=[], non_images=[]))  # nothing to do
+print(json.dumps({"before": before, "frozen": gc.get_freeze_count()}))
+"""
+
+
+def test_folder_runs_freeze_the_objects_loaded_before_them(tmp_path):
+    """freeze_loaded_objects (applied by folder runs): the objects alive at the first run's start go to
+    the collector's permanent generation; DPMESH_GC_FREEZE=0 leaves the collector alone."""
+    import json
+    import os
+    import subprocess
+
+    def probe(**env):
+        out = subprocess.run([sys.executable, "-c", GC_PROBE, str(tmp_path / f"out{len(env)}")],
+                             capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.splitlines()[-1])
+
+    frozen = probe()
+    assert frozen["before"] == 0 and frozen["frozen"] > 10_000, frozen  # numpy, torch, the package...
+    assert probe(DPMESH_GC_FREEZE="0")["frozen"] == 0
+
+
 def test_crops_are_the_same_with_opencv_on_one_thread(tiny_weights, scene):
     """Folder runs set cv2.setNumThreads(1) (single_threaded_opencv): the crops and joint inputs of a crowd
     photo are bit-identical to those made with OpenCV's thread pool."""

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..devices import keep_freed_memory, single_threaded_opencv
+from ..devices import freeze_loaded_objects, keep_freed_memory, single_threaded_opencv
 from ..errors import DpmeshError, InputError
 from ..inputs import InputImage
 from ..locks import RunLock
@@ -54,7 +54,9 @@ class BatchRunner:
     the CPU. ``batch_size``: persons per network batch (default the pipeline's: 64 on CUDA, 16 on the CPU).
 
     Process-wide settings a run applies (once, for its process): :func:`~dpmesh_infer.devices.keep_freed_memory`
-    (glibc keeps freed memory; ``DPMESH_MALLOC_TUNING=0`` opts out) and
+    (glibc keeps freed memory; ``DPMESH_MALLOC_TUNING=0`` opts out),
+    :func:`~dpmesh_infer.devices.freeze_loaded_objects` (full garbage collections skip the objects alive
+    at the first run's start; ``DPMESH_GC_FREEZE=0`` opts out) and
     :func:`~dpmesh_infer.devices.single_threaded_opencv`.
     """
 
@@ -96,6 +98,7 @@ class BatchRunner:
         t0 = time.perf_counter()
         self._stop.clear()
         keep_freed_memory()
+        freeze_loaded_objects()
         single_threaded_opencv()
         bundle = self._bundle_writer() if plan.todo else None  # (no pipeline when all is finished)
         with RunRecorder(plan, summary, self.on_record) as recorder, \
@@ -143,6 +146,7 @@ class BatchRunner:
         Returns a record per image (failed ones first). What a Ray worker runs per batch
         (:mod:`dpmesh_infer.engines.ray_data`)."""
         keep_freed_memory()
+        freeze_loaded_objects()
         single_threaded_opencv()
         bundle = self._bundle_writer()
         records: list[ImageRecord] = []
