@@ -4,10 +4,10 @@ quad), and the buffer/camera pieces the skinned video glTF (:mod:`dpmesh_infer.v
 
 Folder runs write one scene.glb per image. Building a ``trimesh.Scene`` of N meshes and exporting it cost
 about 6 ms per person on a 2-core CPU, most of it in per-mesh vertex normals; here the normals of all the
-image's persons come from :class:`VertexNormals` (trimesh's angle-weighted normals, vectorised for the
-fixed SMPL topology, about 0.4 ms per person on 2-core CPUs), the glTF document is a per-person-count template filled
-with each image's numbers (:class:`GlbWriter`; pygltflib builds the template), and the tree is laid out
-directly:
+image's persons come from :class:`VertexNormals` (trimesh's angle-weighted normals in compiled loops for
+the fixed SMPL topology, about 0.45 ms per person on 2-core CPUs), the glTF document is a per-person-count
+template filled with each image's numbers (:class:`GlbWriter`; pygltflib builds the template), and the
+tree is laid out directly:
 
 - one shared ``uint32`` index accessor (all SMPL meshes have the same faces; trimesh found that too),
   then per person a float32 ``POSITION`` (with ``min``/``max``) and ``NORMAL`` accessor, each in its own
