@@ -40,6 +40,7 @@ from ..batch import (
     BatchPlan,
     BatchRunner,
     BatchSummary,
+    BundleWriter,
     ImageRecord,
     RunRecorder,
     check_writable,
@@ -118,6 +119,7 @@ class PredictWorker:
             pipe = setup.load_pipeline()
             renderer = setup.make_renderer() if setup.make_renderer is not None else None
             self.runner = BatchRunner(pipe, setup.make_keypoints(pipe), renderer=renderer, **setup.runner_options)
+            BundleWriter.warm_up()  # the writers' one-time work, at start-up rather than in the first image's write
         except DpmeshError as e:  # (weights, detector, renderer): sent to the driver with the first batch, which
             self.startup_error = e  # raises it there; an actor that died in __init__ would lose its type
 
