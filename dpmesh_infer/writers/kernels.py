@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .obj import MAX_COORDINATE
+
+#: rint(|x| 10^8) of the largest coordinate formatted exactly (a compile-time constant of the loop).
+_MAX_SCALED = MAX_COORDINATE * 1e8
+
 
 def _jit(fn):
     import numba
@@ -36,7 +41,7 @@ def _vertex_lines(x: np.ndarray, out: np.ndarray, quads: np.ndarray) -> int:
     each number as ``'{:.8f}'.format`` writes a float32-representable value: ``rint(|x| 10^8)`` is the
     correctly rounded 8-decimal integer (round half to even, as Python), below 2^53, so it is exact as an
     integer and its integer part and decimals come out of integer division. ``quads``: :data:`QUADS`.
-    Returns the byte count, -1 for a NaN or infinite value, -2 for a value of 9e7 or more."""
+    Returns the byte count, -1 for a NaN or infinite value, -2 for a value of MAX_COORDINATE or more."""
     n = 0
     for i in range(x.shape[0]):
         out[n] = 118  # "v"
@@ -46,7 +51,7 @@ def _vertex_lines(x: np.ndarray, out: np.ndarray, quads: np.ndarray) -> int:
             if not np.isfinite(value):
                 return -1
             scaled = np.rint(np.abs(value) * 1e8)
-            if scaled >= 9e15:
+            if scaled >= _MAX_SCALED:
                 return -2
             whole = np.uint64(scaled)
             integer = whole // np.uint64(100_000_000)

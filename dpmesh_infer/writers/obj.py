@@ -50,20 +50,16 @@ def _right_digits(out: np.ndarray, out16: np.ndarray, values: np.ndarray, end: i
 MAX_COORDINATE = 9e7
 
 
-def vertex_block(vertices: np.ndarray) -> bytes:
-    """``v x y z`` lines of (V, 3) vertices (metres), each number as ``'{:.8f}'.format`` writes it.
+def vertex_block(vertices: np.ndarray) -> np.ndarray:
+    """``v x y z`` lines of (V, 3) vertices (metres), each number as ``'{:.8f}'.format`` writes it, as a
+    uint8 array (bytes-like: a view of the buffer the lines were written into).
 
     Exact for float32-representable values below :data:`MAX_COORDINATE`: ``rint(|x| * 10^8)`` in float64
     is the correctly rounded 8-decimal value (round half to even, as Python's formatting), an integer
-    below 2^53, exact as an integer, whose integer part and decimals come out of integer division. One compiled pass
+    below 2^53, whose integer part and decimals come out of integer division. One compiled pass
     (:func:`dpmesh_infer.writers.kernels.vertex_lines`) writes the lines into a buffer of the longest
     possible length.
     """
-    return _vertex_lines(vertices).tobytes()
-
-
-def _vertex_lines(vertices: np.ndarray) -> np.ndarray:
-    """:func:`vertex_block` as a uint8 array (a view of the buffer the lines were written into)."""
     from .kernels import MAX_VERTEX_LINE, QUADS, vertex_lines
 
     v = np.asarray(vertices)
@@ -120,4 +116,4 @@ class ObjWriter:
 
     def __call__(self, vertices: np.ndarray) -> bytes:
         """The OBJ file of one mesh with these (V, 3) vertices, exactly as trimesh writes it."""
-        return b"".join((HEADER, _vertex_lines(vertices), self._faces, b"\n"))  # one copy
+        return b"".join((HEADER, vertex_block(vertices), self._faces, b"\n"))  # one copy
