@@ -92,8 +92,8 @@ def freeze_loaded_objects() -> bool:
     With torch, the networks, numba and the mmpose stack loaded a process holds about 600,000 tracked
     objects; each full collection walks all of them (about 0.25 s of CPU on the 2-core build machine) and
     lands in whatever step allocates at that moment (an image's people.json, say). In a run of 32 photos
-    x 10 people that was 0.9 ms of host CPU per person (``cpu_seconds`` 4.2 -> 3.3 ms/person with the
-    freeze). The price: cycles among those objects that become garbage later are never collected (they
+    x 10 people that was 0.6-0.9 ms of host CPU per person (``cpu_seconds`` 4.2 -> 3.3-3.6 ms/person
+    with the freeze). The price: cycles among those objects that become garbage later are never collected (they
     are the process's long-lived state: modules, weights, compiled code).
 
     Process-wide, applied once (by the first folder run of a process); nothing happens with the

@@ -1,10 +1,13 @@
 """Compiled loops of the mesh writers (numba, ``nogil``: writer threads run them in parallel), for the two
 per-mesh costs that whole-array numpy could not bring down: the OBJ vertex lines and the vertex normals'
-corner sums. Each is the same float64 arithmetic, in the same order, as the numpy code it replaced, so the
-written bytes did not change (tests/test_fast_path.py and tests/test_scene_glb.py compare with trimesh).
+corner sums. The normals are the same float64 arithmetic, in the same order, as the numpy code they
+replaced (bit-identical); the vertex lines take the digits of the exact integer ``rint(|x| 10^8)`` by
+integer division (the same bytes). tests/test_fast_path.py and tests/test_scene_glb.py compare both
+with trimesh.
 
-Compiled on first use (about 1 s), then cached next to this file or in numba's user cache directory
-(about 0.2 s per process to load); where no cache directory is writable they are compiled per process.
+Compiled on first use (about 1 s each), then cached next to this file or in numba's user cache directory
+(about 0.5 s of CPU per process to load, most of it numba's first dispatch); where no cache directory is
+writable they are compiled per process.
 Arguments are C-contiguous float64 / int64 arrays (one compiled signature each).
 """
 
